@@ -1,0 +1,43 @@
+"""What every job entry point shares: ``--config`` plus ``key=value`` overrides, logging, and user errors
+reported as one line (``error: ...``, exit status 2) instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from fewshot.errors import FewshotError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with ``--config FILE`` and trailing ``key.sub=value`` overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", metavar="FILE", help="YAML config; overrides below are applied after it")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=1e-3")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> NoReturn:
+    """Parse arguments, set up logging and run ``main``; user mistakes exit 2 with a one-line message."""
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        main(args)
+    except FewshotError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0)

@@ -1,0 +1,201 @@
+"""Typed configuration: one way in — a YAML file, then ``key.sub=value`` overrides from the command line.
+
+Configs are frozen pydantic models that reject unknown keys, so a typo (``train.lrr=0.1``) is an error naming
+the key and suggesting the closest one, never a silently ignored setting. Errors are :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fewshot.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated, instances frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class EpisodeConfig(Strict):
+    """Shape of an episode: ``way`` classes, ``shot`` support and ``query`` query images per class."""
+
+    way: int = Field(5, ge=2)
+    shot: int = Field(1, ge=1)
+    query: int = Field(15, ge=1)
+
+
+class DataConfig(Strict):
+    """Where the images are and how to decode them. ``root: null`` uses the built-in dataset."""
+
+    root: Path | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    val_episodes: Path | None = None  # testcase CSV; default: <split dir>/val_testcase.csv, else generated
+    n_val_episodes: int = Field(600, ge=1)  # when the evaluation episodes are generated
+    image_size: int = Field(84, ge=8)
+    resize: bool = False  # resize images of another size when decoding (else they are an error)
+    cache_dir: Path | None = None  # decoded-image cache; default: $FEWSHOT_CACHE/banks
+
+
+class ModelConfig(Strict):
+    """Encoder, optional head and distance of a metric-based few-shot model."""
+
+    encoder: Literal["conv4"] = "conv4"
+    hidden: int = Field(64, ge=1)  # Conv4 channels
+    head: Literal["none", "mlp"] = "none"
+    head_bottleneck: int = Field(400, ge=1)
+    head_scale: float = 0.1
+    head_dropout: float = Field(0.5, ge=0, lt=1)
+    distance: Literal["euclidean", "cosine", "relation", "transformed"] = "euclidean"
+    cosine_scale: float = Field(10.0, gt=0)  # initial temperature of the cosine distance
+    learn_scale: bool = True
+    relation_hidden: int = Field(256, ge=1)
+
+
+class OptimConfig(Strict):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+
+
+class ScheduleConfig(Strict):
+    """Learning-rate schedule, stepped once per epoch: ``step`` multiplies by ``gamma`` every ``step_epochs``."""
+
+    name: Literal["constant", "step", "cosine"] = "step"
+    step_epochs: int = Field(20, ge=1)
+    gamma: float = Field(0.5, gt=0, le=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    episodes_per_epoch: int = Field(100, ge=1)
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    flip: bool = True  # random horizontal flip of training images
+    val_every: int = Field(1, ge=1)  # epochs between validations
+    val_episodes: int | None = Field(200, ge=1)  # validate on the first N fixed episodes (None: all)
+    log_every: int = Field(50, ge=1)  # episodes between progress lines
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = True
+
+
+class ExperimentConfig(Strict):
+    """A whole few-shot run: data, model, training, and the episode shapes of training and evaluation."""
+
+    method: Literal["protonet"] = "protonet"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    train_episode: EpisodeConfig = EpisodeConfig()
+    eval_episode: EpisodeConfig = EpisodeConfig()
+    seed: int = 0
+    output_dir: Path | None = None  # default: ./results/<run name>
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_config(model: type[M], path: Path | str | None = None, overrides: Sequence[str] = ()) -> M:
+    """Build a ``model`` from an optional YAML file, then apply ``key.sub=value`` overrides in order."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    for override in overrides:
+        keys, value = parse_override(override)
+        _set_nested(data, keys, value, override)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(source + "; ".join(_describe(model, e) for e in err.errors())) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> ``(["train", "lr"], 0.001)``; the value is parsed as YAML (numbers, lists...)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # an unparsable value stays a string; validation decides whether that is fine
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)  # YAML 1.1 reads "1e-3" as a string
+    return key.strip().split("."), value
+
+
+def config_dict(config: BaseModel) -> dict[str, Any]:
+    """A config as plain YAML/JSON-able data (paths become strings)."""
+    return config.model_dump(mode="json")
+
+
+def to_yaml(config: BaseModel) -> str:
+    """A config as YAML that :func:`load_config` reads back to an equal config."""
+    return yaml.safe_dump(config_dict(config), sort_keys=False)
+
+
+def flatten(config: BaseModel) -> dict[str, Any]:
+    """``{"train.lr": 0.001, ...}``: dotted keys for logging a config as MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            out[prefix] = value
+
+    walk("", config_dict(config))
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _set_nested(data: dict[str, Any], keys: list[str], value: Any, override: str) -> None:
+    for key in keys[:-1]:
+        node = data.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {key!r} is a value, not a section")
+        data = node
+    data[keys[-1]] = value
+
+
+def _describe(model: type[BaseModel], error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = _keys_at(model, error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+        return f"unknown key {key!r}{hint}"
+    return f"{key}: {error['msg']} (got {error['input']!r})"
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,350 @@
+"""The built-in synthetic dataset, written in the course's Fall-2021 layout.
+
+It exists so that every experiment can run in minutes on a CPU with no download, through the very same
+CSV and image readers as the real mini-ImageNet and Office-Home data::
+
+    mini/{train,val,test}.csv + mini/{train,val,test}/*.jpg     (disjoint class sets, like the Ravi split)
+    office/{train,val}.csv   + office/{train,val}/*.jpg         (the same classes in both)
+
+Every class is a random *constellation* drawn from one shared family of primitives: 2-4 shapes (disc,
+square, ring, triangle, bar, cross) at class-specific relative positions, sizes and orientations, filled
+with a class-specific oriented grating. Each image renders its class under a random pose (rotation, scale,
+translation), with foreground and background colours drawn independently of the class, an illumination
+gradient, contrast/brightness jitter and pixel noise. So the class is carried by shape and layout, never by
+colour, and what a network learns on the training classes transfers to the novel ones. The Office-like set
+uses the same family under its own seed with a stronger "domain" style: textured, cluttered backgrounds.
+
+Generation is deterministic (seeded ``torch.Generator`` per class, no global RNG) and atomic: a dataset is
+built in a temporary sibling folder and renamed into place, so concurrent callers never see half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torchvision.io import encode_jpeg
+
+from fewshot.errors import ConfigError, DataError
+from fewshot.paths import cache_root
+
+log = logging.getLogger(__name__)
+
+# Bump when the rendering changes, so old caches are not mistaken for the new dataset.
+_VERSION = "v1"
+_MARKER = "builtin.json"
+_JPEG_QUALITY = 90
+# A temporary build folder this old cannot belong to a live build (a default build takes seconds).
+_STALE_SECONDS = 3600.0
+_N_KINDS = 6  # disc, square, ring, triangle, bar, cross
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """Sizes and seed of the built-in dataset; equal specs give byte-identical files."""
+
+    seed: int = 0
+    image_size: int = 84
+    train_classes: int = 64
+    val_classes: int = 16
+    test_classes: int = 20
+    images_per_class: int = 60
+    office_classes: int = 65
+    office_train_per_class: int = 20
+    office_val_per_class: int = 6
+    office_image_size: int = 96
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if name != "seed" and value < 1:
+                raise ConfigError(f"BuiltinSpec.{name} must be >= 1, got {value}")
+        for name in ("image_size", "office_image_size"):
+            if getattr(self, name) < 16:
+                raise ConfigError(f"BuiltinSpec.{name} must be >= 16 pixels, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class _Style:
+    """Nuisance settings of one domain: what varies per image but carries no class information."""
+
+    clutter: int  # distractor primitives behind the object
+    bg_texture: float  # amplitude of a random background grating
+    noise: float  # std of per-pixel Gaussian noise (on a 0..1 scale)
+
+
+_MINI_STYLE = _Style(clutter=0, bg_texture=0.0, noise=0.03)
+_OFFICE_STYLE = _Style(clutter=4, bg_texture=0.35, noise=0.05)
+
+
+def builtin_root(spec: BuiltinSpec = BuiltinSpec()) -> Path:  # frozen, so a shared default is safe
+    """Where the dataset for ``spec`` lives in the cache: ``cache_root()/builtin-v1-<hash of spec>``."""
+    return cache_root() / f"builtin-{_VERSION}-{_spec_hash(spec)}"
+
+
+def ensure_builtin(spec: BuiltinSpec = BuiltinSpec(), root: Path | None = None) -> Path:
+    """Return the root of the built-in dataset for ``spec``, generating it on first use.
+
+    Safe to call from many processes at once: one builds (under a file lock where the filesystem honours
+    it) into a temporary sibling folder and renames it into place; the others wait or, if they built too,
+    discard their copy and use the winner's.
+    """
+    root = Path(root) if root is not None else builtin_root(spec)
+    if root.exists():
+        return _check_existing(root, spec)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(root):
+        if root.exists():  # another process built it while we waited for the lock
+            return _check_existing(root, spec)
+        _remove_stale_builds(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            _generate(spec, tmp)
+            _publish(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed
+    return _check_existing(root, spec)
+
+
+# ----------------------------------------------------------------------------------------- cache handling
+
+
+def _spec_hash(spec: BuiltinSpec) -> str:
+    text = json.dumps({"version": _VERSION, **asdict(spec)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _check_existing(root: Path, spec: BuiltinSpec) -> Path:
+    """Refuse a folder that is not this spec's dataset, rather than silently train on something else."""
+    marker = root / _MARKER
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{root} exists but is not a built-in dataset (no readable {_MARKER})") from exc
+    expected = {"version": _VERSION, "spec": asdict(spec)}
+    if found != expected:
+        raise DataError(f"{root} holds a built-in dataset for another spec: {found} (wanted {expected})")
+    return root
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    """Serialise builders on one host, so N Ray workers do not all render the same dataset at once.
+
+    Correctness does not depend on it (the rename is atomic); it only saves CPU. The lock file is left
+    behind on purpose: deleting it would race with a process that is about to lock it.
+    """
+    with open(root.parent / f".{root.name}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_builds(root: Path) -> None:
+    """Delete temporary folders left by crashed builds; recent ones may belong to a live builder elsewhere."""
+    now = time.time()
+    for leftover in root.parent.glob(f".{root.name}.tmp-*"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > _STALE_SECONDS:
+                log.info("removing leftover build folder %s", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _publish(tmp: Path, root: Path) -> None:
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if not root.exists():
+            raise
+        # Lost the race to a builder the lock could not see (e.g. another node): theirs is identical.
+        log.info("%s was created by another process; discarding this build", root)
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def _generate(spec: BuiltinSpec, out: Path) -> None:
+    """Write the whole dataset for ``spec`` under ``out`` (a fresh, private folder)."""
+    start = time.perf_counter()
+    n_mini = spec.train_classes + spec.val_classes + spec.test_classes
+    width = max(3, len(str(n_mini - 1)))
+    bounds = {"train": (0, spec.train_classes), "val": (spec.train_classes, n_mini - spec.test_classes)}
+    bounds["test"] = (n_mini - spec.test_classes, n_mini)
+    for split, (lo, hi) in bounds.items():
+        rows = []
+        for index in range(lo, hi):
+            label = f"syn{index:0{width}d}"
+            images = _render_class(spec.seed, "mini", index, spec.images_per_class, spec.image_size)
+            rows += _write_images(out / "mini" / split, label, images)
+        _finish_split(out / "mini" / f"{split}.csv", rows, start)
+    office = {"train": [], "val": []}
+    n_office = spec.office_train_per_class + spec.office_val_per_class
+    for index in range(spec.office_classes):
+        label = f"office_glyph_{index:02d}"
+        images = _render_class(spec.seed, "office", index, n_office, spec.office_image_size)
+        office["train"] += _write_images(out / "office" / "train", label, images[: spec.office_train_per_class])
+        office["val"] += _write_images(out / "office" / "val", label, images[spec.office_train_per_class :])
+    for split, rows in office.items():
+        _finish_split(out / "office" / f"{split}.csv", rows, start)
+    (out / _MARKER).write_text(json.dumps({"version": _VERSION, "spec": asdict(spec)}, sort_keys=True))
+    log.info("built-in dataset generated in %.1f s", time.perf_counter() - start)
+
+
+def _write_images(folder: Path, label: str, images: torch.Tensor) -> list[tuple[str, str]]:
+    """Encode a uint8 batch (N, 3, H, W) to JPEG files ``<label>_<j>.jpg``; return (filename, label) rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for j, data in enumerate(encode_jpeg(list(images), quality=_JPEG_QUALITY)):
+        name = f"{label}_{j:04d}.jpg"
+        (folder / name).write_bytes(data.numpy().tobytes())
+        rows.append((name, label))
+    return rows
+
+
+def _finish_split(csv_path: Path, rows: list[tuple[str, str]], start: float) -> None:
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "filename", "label"])
+        writer.writerows((i, name, label) for i, (name, label) in enumerate(rows))
+    n_classes = len({label for _, label in rows})
+    log.info(
+        "wrote %s: %d images, %d classes (%.1f s elapsed)", csv_path, len(rows), n_classes, time.perf_counter() - start
+    )
+
+
+# -------------------------------------------------------------------------------------------- rendering
+
+
+def _generator(seed: int, domain: str, index: int) -> torch.Generator:
+    """One stream per class, so a class's images do not depend on how many other classes there are."""
+    digest = hashlib.sha256(f"{seed}:{domain}:{index}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
+    return torch.rand(shape, generator=gen) * (hi - lo) + lo
+
+
+def _rotate(x: torch.Tensor, y: torch.Tensor, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate coordinates by ``-angle``: maps image coordinates into a frame turned by ``angle``."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return cos * x + sin * y, -sin * x + cos * y
+
+
+def _shape_distance(kind: int, qx: torch.Tensor, qy: torch.Tensor) -> torch.Tensor:
+    """Signed distance (negative inside) to a unit-radius primitive, in units of its radius."""
+    if kind == 0:  # disc
+        return torch.hypot(qx, qy) - 1.0
+    if kind == 1:  # square
+        return torch.maximum(qx.abs(), qy.abs()) - 0.85
+    if kind == 2:  # ring
+        return (torch.hypot(qx, qy) - 0.72).abs() - 0.28
+    if kind == 3:  # equilateral triangle with circumradius 1: outward edge normals at 90, 210, 330 deg
+        edges = [math.cos(a) * qx + math.sin(a) * qy for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)]
+        return torch.maximum(torch.maximum(edges[0], edges[1]), edges[2]) - 0.5
+    bar = torch.maximum(qx.abs() - 1.0, qy.abs() - 0.3)
+    if kind == 4:  # bar
+        return bar
+    return torch.minimum(bar, torch.maximum(qy.abs() - 1.0, qx.abs() - 0.3))  # cross
+
+
+def _coverage(distance: torch.Tensor, pixels_per_unit: torch.Tensor) -> torch.Tensor:
+    """Anti-aliased coverage in [0, 1] from a distance field, with a one-pixel soft edge."""
+    return (0.5 - distance * pixels_per_unit).clamp(0.0, 1.0)
+
+
+def _sample_class(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A class: its primitives (kind, centre, radius, angle) in the object frame, and its fill grating."""
+    k = int(torch.randint(2, 5, (1,), generator=gen))
+    return {
+        "kinds": torch.randint(0, _N_KINDS, (k,), generator=gen),
+        "centres": _uniform(gen, (k, 2), -0.5, 0.5),
+        "radii": _uniform(gen, (k,), 0.18, 0.4),
+        "angles": _uniform(gen, (k,), 0.0, 2 * math.pi),
+        "texture": torch.cat([_uniform(gen, (1,), 1.5, 5.0), _uniform(gen, (1,), 0.0, math.pi)]),
+    }
+
+
+def _sample_colours(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground/background colours, independent of the class but at least a little apart.
+
+    Eight candidate foregrounds per image and the first far enough from the background keep the object
+    visible without biasing the colour statistics of any class.
+    """
+    bg = torch.rand((n, 3), generator=gen)
+    candidates = torch.rand((n, 8, 3), generator=gen)
+    far = (candidates - bg[:, None]).norm(dim=2) > 0.4
+    first = torch.where(far.any(1), far.float().argmax(1), torch.zeros(n, dtype=torch.long))
+    return candidates[torch.arange(n), first], bg
+
+
+def _render_class(seed: int, domain: str, index: int, n: int, size: int) -> torch.Tensor:
+    """Render ``n`` images of class ``index`` of ``domain`` as a uint8 tensor (n, 3, size, size)."""
+    gen = _generator(seed, domain, index)
+    cls = _sample_class(gen)
+    style = _OFFICE_STYLE if domain == "office" else _MINI_STYLE
+    fg, bg = _sample_colours(gen, n)
+    axis = torch.linspace(-1.0, 1.0, size)
+    py, px = torch.meshgrid(axis, axis, indexing="ij")
+    image = _background(gen, bg, px, py, style)
+    # Pose of the object: pixel -> object frame, and pixels per object unit for anti-aliasing.
+    angle, scale = _uniform(gen, (n, 1, 1), -0.6, 0.6), _uniform(gen, (n, 1, 1), 0.7, 1.1)
+    shift = _uniform(gen, (n, 2, 1, 1), -0.2, 0.2)
+    ux, uy = _rotate(px - shift[:, 0], py - shift[:, 1], angle)
+    ux, uy = ux / scale, uy / scale
+    freq, tex_angle = cls["texture"]
+    phase = _uniform(gen, (n, 1, 1), 0.0, 2 * math.pi)
+    fill = 1.0 - 0.45 * (0.5 + 0.5 * torch.sin(2 * math.pi * freq * _rotate(ux, uy, tex_angle)[0] + phase))
+    for kind, centre, radius, rot in zip(cls["kinds"], cls["centres"], cls["radii"], cls["angles"], strict=True):
+        qx, qy = _rotate((ux - centre[0]) / radius, (uy - centre[1]) / radius, rot)
+        mask = _coverage(_shape_distance(int(kind), qx, qy), radius * scale * size / 2)[:, None]
+        tint = 1.0 + _uniform(gen, (n, 3, 1, 1), -0.1, 0.1)  # shapes of one image differ a little
+        image = image * (1 - mask) + (fg[:, :, None, None] * tint * fill[:, None]).clamp(0, 1) * mask
+    return _finish(gen, image, style)
+
+
+def _background(
+    gen: torch.Generator, bg: torch.Tensor, px: torch.Tensor, py: torch.Tensor, style: _Style
+) -> torch.Tensor:
+    """Background: the colour under an illumination gradient, plus the domain's texture and clutter."""
+    n, size = bg.shape[0], px.shape[0]
+    slope = _uniform(gen, (n, 2, 1, 1), -0.25, 0.25)
+    image = bg[:, :, None, None] * (1 + slope[:, 0:1] * px + slope[:, 1:2] * py)
+    if style.bg_texture > 0:
+        freq, angle = _uniform(gen, (n, 1, 1), 2.0, 8.0), _uniform(gen, (n, 1, 1), 0.0, math.pi)
+        wave = torch.sin(2 * math.pi * freq * _rotate(px, py, angle)[0])
+        image = image * (1 + style.bg_texture * wave[:, None] / 2)
+    for _ in range(style.clutter):
+        kinds = torch.randint(0, _N_KINDS, (n,), generator=gen)
+        centre, radius = _uniform(gen, (n, 2, 1, 1), -0.9, 0.9), _uniform(gen, (n, 1, 1), 0.06, 0.16)
+        qx, qy = _rotate(
+            (px - centre[:, 0]) / radius, (py - centre[:, 1]) / radius, _uniform(gen, (n, 1, 1), 0.0, 2 * math.pi)
+        )
+        distances = torch.stack([_shape_distance(k, qx, qy) for k in range(_N_KINDS)], dim=1)
+        distance = distances.gather(1, kinds.view(n, 1, 1, 1).expand(n, 1, size, size))
+        mask = _coverage(distance, radius[:, None] * size / 2)
+        image = image * (1 - mask) + torch.rand((n, 3, 1, 1), generator=gen) * mask
+    return image.clamp(0, 1)
+
+
+def _finish(gen: torch.Generator, image: torch.Tensor, style: _Style) -> torch.Tensor:
+    """Per-image contrast/brightness jitter and pixel noise, then quantise to uint8."""
+    n = image.shape[0]
+    contrast, brightness = _uniform(gen, (n, 1, 1, 1), 0.7, 1.2), _uniform(gen, (n, 1, 1, 1), -0.1, 0.1)
+    image = (image - 0.5) * contrast + 0.5 + brightness
+    image = image + style.noise * torch.randn(image.shape, generator=gen)
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8)

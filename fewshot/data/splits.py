@@ -1,0 +1,94 @@
+"""From a :class:`~fewshot.config.DataConfig` to what a few-shot run needs: decoded train and validation
+banks and the fixed validation episodes, all checked before any training starts."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from fewshot.config import DataConfig
+from fewshot.data.builtin import ensure_builtin
+from fewshot.data.cache import ImageBank, load_bank
+from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec
+from fewshot.data.tables import ImageTable, open_split
+from fewshot.data.testcase import Testcase, generate_testcase, load_fixed_episodes, write_fixed_episodes
+from fewshot.errors import DataError
+from fewshot.paths import cache_root
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FewShotData:
+    """Decoded splits and the fixed evaluation episodes (``testcase_path`` holds them in course format)."""
+
+    root: Path
+    train: ImageBank
+    val: ImageBank
+    testcase_path: Path
+    testcase: Testcase
+    val_episodes: list[Episode]
+
+
+def data_root(config: DataConfig) -> Path:
+    """The configured data root, or the built-in dataset (generated on first use) when none is set."""
+    return Path(config.root).expanduser().resolve() if config.root is not None else ensure_builtin()
+
+
+def load_fewshot_data(
+    config: DataConfig, train_spec: EpisodeSpec, eval_spec: EpisodeSpec, seed: int = 0
+) -> FewShotData:
+    """Read, validate and decode the train and validation splits and their evaluation episodes.
+
+    Every user mistake — a missing file, an episode shape the data cannot fill, an unknown image id in the
+    testcase file — surfaces here as a :class:`DataError`, before the first training step.
+    """
+    root = data_root(config)
+    train_table = open_split(root, config.train_split)
+    val_table = open_split(root, config.val_split)
+    # Building a sampler checks that the data can fill such episodes (enough classes and images per class).
+    EpisodeSampler(train_table.label_indices(), train_table.classes, train_spec, seed)
+    testcase_path = config.val_episodes or _default_testcase(config, val_table, eval_spec, seed)
+    train = load_bank(train_table, config.image_size, config.resize, config.cache_dir)
+    val = load_bank(val_table, config.image_size, config.resize, config.cache_dir)
+    testcase, episodes = load_fixed_episodes(Path(testcase_path), val, eval_spec.way, eval_spec.shot)
+    if config.val_episodes is None and testcase.spec != eval_spec:
+        raise DataError(f"{testcase_path}: holds {testcase.spec} episodes, the run evaluates {eval_spec}")
+    if any((e.query_labels < 0).any() for e in episodes):
+        raise DataError(f"{testcase_path}: validation episodes need answers, but no ground-truth file was found")
+    log.info(
+        "data: %d train images (%d classes), %d val images, %d %s val episodes from %s",
+        len(train),
+        len(train.classes),
+        len(val),
+        len(episodes),
+        testcase.spec,
+        testcase_path,
+    )
+    return FewShotData(root, train, val, Path(testcase_path), testcase, episodes)
+
+
+def _default_testcase(config: DataConfig, table: ImageTable, spec: EpisodeSpec, seed: int) -> Path:
+    """The course's ``<split>_testcase.csv`` beside the split if it holds ``spec`` episodes, else a generated
+    file of ``config.n_val_episodes`` seeded episodes in the cache (the same every time)."""
+    folder = table.source.parent
+    beside = folder / f"{config.val_split}_testcase.csv"
+    if beside.is_file() and _n_columns(beside) == 1 + spec.way * (spec.shot + spec.query):
+        return beside
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(repr((table.ids, table.labels, spec, config.n_val_episodes, seed)).encode())
+    path = (
+        cache_root() / "episodes" / f"{config.val_split}-{spec.way}w{spec.shot}s{spec.query}q-{digest.hexdigest()}.csv"
+    )
+    if not path.is_file():
+        log.info("generating %d fixed %s episodes into %s", config.n_val_episodes, spec, path)
+        testcase, truth = generate_testcase(table, spec, config.n_val_episodes, seed)
+        write_fixed_episodes(path, testcase, truth)
+    return path
+
+
+def _n_columns(path: Path) -> int:
+    with path.open() as handle:
+        return len(handle.readline().split(","))

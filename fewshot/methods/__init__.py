@@ -1,0 +1,1 @@
+"""Methods: an episode in, named losses and query logits out."""

@@ -1,0 +1,1 @@
+"""Networks: encoders, heads and distance functions. Every forward pass is stateless."""

@@ -1,0 +1,1 @@
+"""One generic training loop, checkpoints and reporters."""

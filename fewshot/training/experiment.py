@@ -1,0 +1,91 @@
+"""One few-shot experiment end to end: data -> model -> training -> final evaluation on every fixed episode.
+
+The run folder holds ``config.yaml``, ``last.pt`` / ``best.pt`` and ``predictions.csv`` (course format). A run
+folder that already has ``last.pt`` from the same config is resumed, not restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewshot.atomic import write_text_atomic
+from fewshot.config import ExperimentConfig, config_dict, to_yaml
+from fewshot.data.episodes import EpisodeSpec
+from fewshot.data.predictions import Score, write_predictions
+from fewshot.data.splits import FewShotData, load_fewshot_data
+from fewshot.errors import ConfigError
+from fewshot.evaluation import evaluate
+from fewshot.methods.base import EpisodicMethod
+from fewshot.methods.build import build_method
+from fewshot.runtime import select_device, tune_allocator
+from fewshot.training.checkpoint import load_checkpoint
+from fewshot.training.loop import FitResult, Placement, Trainer
+from fewshot.training.reporting import Reporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    score: Score | None  # on every fixed validation episode, with the best checkpoint (rank 0 only)
+    fit: FitResult
+    predictions: Path | None
+
+
+def episode_specs(config: ExperimentConfig) -> tuple[EpisodeSpec, EpisodeSpec]:
+    """The training and evaluation episode shapes."""
+    return EpisodeSpec(**config.train_episode.model_dump()), EpisodeSpec(**config.eval_episode.model_dump())
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    run_dir: Path,
+    reporter: Reporter | None = None,
+    placement: Placement | None = None,
+    resume: dict[str, Any] | None = None,
+) -> ExperimentResult:
+    """Train and evaluate ``config`` in ``run_dir``; ``resume`` overrides the run folder's own ``last.pt``."""
+    tune_allocator()
+    placement = placement or Placement(device=select_device(config.train.device))
+    run_dir = Path(run_dir)
+    data = load_fewshot_data(config.data, *episode_specs(config), seed=config.seed)
+    resume = resume if resume is not None else _resumable(config, run_dir)
+    if placement.rank == 0:
+        write_text_atomic(run_dir / "config.yaml", to_yaml(config))
+    torch.manual_seed(config.seed)
+    method = build_method(config)
+    fit = Trainer(config, method, data, run_dir, placement, reporter, resume).fit()
+    if placement.rank != 0:
+        return ExperimentResult(None, fit, None)
+    return _final_evaluation(method, data, run_dir, fit, placement)
+
+
+def _final_evaluation(
+    method: EpisodicMethod, data: FewShotData, run_dir: Path, fit: FitResult, placement: Placement
+) -> ExperimentResult:
+    """Reload the best checkpoint and score it on every fixed episode; write the course predictions CSV."""
+    method.load_state_dict(load_checkpoint(fit.best_checkpoint, placement.device)["model"])
+    result = evaluate(method, data.val, data.val_episodes, placement.device)
+    predictions = run_dir / "predictions.csv"
+    write_predictions(predictions, data.testcase.episode_ids, result.predictions)
+    log.info(
+        "best epoch %d: %s on %d episodes -> %s", fit.best_epoch, result.score, len(data.val_episodes), predictions
+    )
+    return ExperimentResult(result.score, fit, predictions)
+
+
+def _resumable(config: ExperimentConfig, run_dir: Path) -> dict[str, Any] | None:
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return None
+    state = load_checkpoint(last)
+    if state["config"] != config_dict(config):
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config; choose another output_dir or delete {last} to restart"
+        )
+    return state

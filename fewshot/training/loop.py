@@ -1,0 +1,199 @@
+"""The training loop: epochs of episodes, validation on fixed episodes, checkpoints, resume.
+
+Read top to bottom: :meth:`Trainer.fit` runs epochs; an epoch draws episodes by index from a seeded sampler
+(so a resumed run sees exactly the episodes it would have seen), steps every optimiser of the method, then
+validates, saves ``last.pt`` (and ``best.pt`` when validation improves) and reports. Everything that varies
+between hosts — the device, the worker's rank, wrapping the model for data parallelism, where reports go —
+comes in through :class:`Placement` and the :class:`~fewshot.training.reporting.Reporter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fewshot.config import ExperimentConfig, config_dict
+from fewshot.data.episodes import EpisodeSampler, EpisodeSpec, episode_seed
+from fewshot.data.splits import FewShotData
+from fewshot.data.transforms import BatchTransform, episode_tensors
+from fewshot.evaluation import evaluate
+from fewshot.methods.base import EpisodicMethod, StepOutput
+from fewshot.training.checkpoint import save_checkpoint
+from fewshot.training.optim import build_optimizer, build_schedule
+from fewshot.training.reporting import LogReporter, Reporter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where this copy of the loop runs: its device, rank among ``world_size`` workers, and how to wrap the
+    model for data parallelism (identity in-process; DistributedDataParallel in Ray Train workers)."""
+
+    device: torch.device = torch.device("cpu")
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[nn.Module], nn.Module] = field(default=lambda module: module)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_val_acc: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    best_checkpoint: Path
+    last_checkpoint: Path
+
+
+class Trainer:
+    """Trains ``method`` on ``data`` as ``config.train`` says; ``resume`` is a checkpoint dict to continue."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        method: EpisodicMethod,
+        data: FewShotData,
+        run_dir: Path,
+        placement: Placement = Placement(),
+        reporter: Reporter | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.config, self.data, self.placement = config, data, placement
+        self.run_dir = Path(run_dir)
+        self.reporter = reporter or LogReporter()
+        self.method = method.to(placement.device, memory_format=self._memory_format())
+        self.model = placement.wrap(self.method)  # what training steps call; ``method`` stays unwrapped
+        self.objectives = method.objectives()
+        train = config.train
+        self.optimizers = [build_optimizer(o.params, train.optim) for o in self.objectives]
+        self.schedules = [build_schedule(opt, train.schedule, train.epochs) for opt in self.optimizers]
+        spec = EpisodeSpec(**config.train_episode.model_dump())
+        self.sampler = EpisodeSampler(data.train.labels, data.train.classes, spec, config.seed)
+        self.transform = BatchTransform(flip=train.flip)
+        self.epoch, self.best_val_acc, self.best_epoch = 0, -1.0, 0
+        self.history: list[dict[str, float]] = []
+        if resume is not None:
+            self._restore(resume)
+
+    def fit(self) -> FitResult:
+        """Run the remaining epochs; returns the best validation accuracy and where the checkpoints are."""
+        while self.epoch < self.config.train.epochs:
+            self.epoch += 1
+            metrics = self._train_epoch()
+            for schedule in self.schedules:
+                schedule.step()
+            if self.epoch % self.config.train.val_every == 0 or self.epoch == self.config.train.epochs:
+                metrics.update(self._validate())
+            self.history.append({"epoch": self.epoch, **metrics})
+            checkpoint = self._save()
+            self.reporter.report(self.epoch, metrics, checkpoint)
+        return FitResult(
+            self.best_val_acc, self.best_epoch, self.history, self.run_dir / "best.pt", self.run_dir / "last.pt"
+        )
+
+    def _train_epoch(self) -> dict[str, float]:
+        train, place = self.config.train, self.placement
+        # Seed the global RNG (dropout, noise) per epoch and rank, so a resumed run continues identically.
+        torch.manual_seed(episode_seed(self.config.seed, self.epoch) + place.rank)
+        self.model.train()
+        totals: dict[str, float] = {}
+        start = time.perf_counter()
+        for step in range(train.episodes_per_epoch):
+            index = ((self.epoch - 1) * train.episodes_per_epoch + step) * place.world_size + place.rank
+            output = self._train_step(index)
+            _accumulate(totals, output)
+            if (step + 1) % train.log_every == 0 or step + 1 == train.episodes_per_epoch:
+                self._log_progress(step + 1, totals, time.perf_counter() - start)
+        metrics = {name: value / train.episodes_per_epoch for name, value in totals.items()}
+        metrics["lr"] = self.optimizers[0].param_groups[0]["lr"]
+        metrics["episodes_per_s"] = train.episodes_per_epoch / (time.perf_counter() - start)
+        return metrics
+
+    def _train_step(self, index: int) -> StepOutput:
+        generator = torch.Generator().manual_seed(episode_seed(self.config.seed + 1, index))
+        batch = episode_tensors(self.sampler[index], self.data.train, self.transform, self.placement.device, generator)
+        output: StepOutput = self.model(batch)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        # Every objective's gradients are computed before any parameter moves (a GAN's two players see the
+        # same state); ``inputs=`` keeps each objective's loss from leaking gradients into the others.
+        for i, objective in enumerate(self.objectives):
+            names = objective.losses or tuple(output.losses)
+            loss = sum(output.losses[name] for name in names)
+            torch.autograd.backward(loss, inputs=objective.params, retain_graph=i < len(self.objectives) - 1)
+        for optimizer in self.optimizers:
+            optimizer.step()
+        output.metrics["acc"] = (output.logits.argmax(1) == batch.query_labels).float().mean().item()
+        return output
+
+    def _validate(self) -> dict[str, float]:
+        if self.placement.rank != 0:
+            return {}
+        episodes = self.data.val_episodes[: self.config.train.val_episodes]
+        result = evaluate(self.method, self.data.val, episodes, self.placement.device)
+        assert result.score is not None  # load_fewshot_data guarantees answers for validation episodes
+        return {"val_acc": result.score.mean, "val_ci95": result.score.ci95}
+
+    def _save(self) -> Path | None:
+        if self.placement.rank != 0:
+            return None
+        last = self.run_dir / "last.pt"
+        improved = self.history[-1].get("val_acc", -1.0) > self.best_val_acc
+        if improved:
+            self.best_val_acc, self.best_epoch = self.history[-1]["val_acc"], self.epoch
+        state = self._state()
+        save_checkpoint(last, state)
+        if improved:
+            save_checkpoint(self.run_dir / "best.pt", state)
+        return last
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.method.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedules": [s.state_dict() for s in self.schedules],
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "config": config_dict(self.config),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["model"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for schedule, saved in zip(self.schedules, state["schedules"], strict=True):
+            schedule.load_state_dict(saved)
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
+        log.info(
+            "resuming after epoch %d (best val_acc %.2f at epoch %d)", self.epoch, self.best_val_acc, self.best_epoch
+        )
+
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.train.channels_last else torch.contiguous_format
+
+    def _log_progress(self, done: int, totals: dict[str, float], seconds: float) -> None:
+        total = self.config.train.episodes_per_epoch
+        rate = done / seconds
+        log.info(
+            "epoch %d/%d [%*d/%d] loss %.3f acc %.1f%% | %.2f episodes/s, epoch eta %.0fs",
+            self.epoch, self.config.train.epochs, len(str(total)), done, total,
+            totals["loss"] / done, 100 * totals["acc"] / done, rate, (total - done) / rate,
+        )  # fmt: skip
+
+
+def _accumulate(totals: dict[str, float], output: StepOutput) -> None:
+    values = {f"loss_{k}" if len(output.losses) > 1 else "loss": v.item() for k, v in output.losses.items()}
+    if len(output.losses) > 1:
+        values["loss"] = sum(values.values())
+    for name, value in {**values, **output.metrics}.items():
+        totals[name] = totals.get(name, 0.0) + value

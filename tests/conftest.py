@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated cache folder, and small datasets written in the layouts users bring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_jpeg
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session gets its own $FEWSHOT_CACHE, so tests never read or fill the user's cache."""
+    path = tmp_path_factory.mktemp("fewshot-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEWSHOT_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
+def write_split(folder: Path, split: str, classes: list[str], per_class: int, size: int = 84, seed: int = 0) -> Path:
+    """Write ``folder/<split>.csv`` (id,filename,label) and ``folder/<split>/*.jpg``; returns the CSV path.
+
+    Each class has its own mean colour, so tests can tell images apart after decoding.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    (folder / split).mkdir(parents=True, exist_ok=True)
+    lines = ["id,filename,label"]
+    for c, label in enumerate(classes):
+        for k in range(per_class):
+            image = torch.randint(0, 60, (3, size, size), generator=generator, dtype=torch.uint8) + 30 * (c % 6)
+            name = f"{label}_{k:03d}.jpg"
+            write_jpeg(image, str(folder / split / name), quality=95)
+            lines.append(f"{len(lines) - 1},{name},{label}")
+    csv_path = folder / f"{split}.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    return csv_path
+
+
+@pytest.fixture
+def course_data(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a course-layout root (``mini/`` style by default) with train and val splits."""
+
+    def make(
+        style: str = "mini", train_classes: int = 6, val_classes: int = 5, per_class: int = 6, size: int = 84
+    ) -> Path:
+        folder = tmp_path / "hw4_data" / ("mini" if style == "mini" else "")
+        write_split(folder, "train", [f"n{c:08d}" for c in range(train_classes)], per_class, size, seed=1)
+        write_split(folder, "val", [f"n{c:08d}" for c in range(100, 100 + val_classes)], per_class, size, seed=2)
+        return tmp_path / "hw4_data"
+
+    return make

@@ -1,0 +1,163 @@
+"""From a DataConfig to decoded splits and fixed validation episodes, every mistake caught up front."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fewshot.data.cache as cache_module
+from fewshot.config import DataConfig
+from fewshot.data.episodes import EpisodeSpec
+from fewshot.data.predictions import read_predictions
+from fewshot.data.splits import load_fewshot_data
+from fewshot.data.tables import open_split
+from fewshot.data.testcase import generate_testcase, truth_path, write_fixed_episodes, write_testcase
+from fewshot.errors import DataError
+
+SIZE = 16
+TRAIN = EpisodeSpec(5, 1, 3)
+EVAL = EpisodeSpec(5, 1, 2)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A cache of this test's own, so generated episode files from other tests are never reused."""
+    path = tmp_path / "fewshot-cache"
+    monkeypatch.setenv("FEWSHOT_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def root(course_data):
+    return course_data(train_classes=6, val_classes=5, per_class=6, size=SIZE)
+
+
+def _config(root, cache, **kwargs) -> DataConfig:
+    return DataConfig(root=root, n_val_episodes=20, image_size=SIZE, cache_dir=cache / "banks", **kwargs)
+
+
+def _forbid_decoding(monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(cache_module, "_decode", no_decoding)
+
+
+def test_generates_fixed_episodes_in_the_cache(root, cache, monkeypatch):
+    config = _config(root, cache)
+    data = load_fewshot_data(config, TRAIN, EVAL, seed=0)
+    assert data.root == root.resolve()
+    assert data.testcase_path.parent == cache / "episodes"
+    assert data.testcase_path.is_file() and truth_path(data.testcase_path).is_file()
+    assert data.testcase.spec == EVAL
+    assert len(data.val_episodes) == len(data.testcase.episode_ids) == 20
+    # Decoded splits, the right sizes.
+    assert data.train.images.shape == (36, 3, SIZE, SIZE) and len(data.train.classes) == 6
+    assert data.val.images.shape == (30, 3, SIZE, SIZE) and len(data.val.classes) == 5
+    assert len(list((cache / "banks").glob("bank-*.npy"))) == 2
+    # Every episode has answers, and they agree with the val labels.
+    _, truth = read_predictions(truth_path(data.testcase_path))
+    for row, episode in enumerate(data.val_episodes):
+        assert episode.query_labels.tolist() == truth[row].tolist()
+        support_classes = data.val.labels[episode.support]
+        assert len(set(support_classes.tolist())) == EVAL.way
+        assert torch.equal(data.val.labels[episode.query], support_classes[episode.query_labels])
+
+    # A second call reuses the same file and the same decoded banks.
+    mtime = data.testcase_path.stat().st_mtime_ns
+    _forbid_decoding(monkeypatch)
+    again = load_fewshot_data(config, TRAIN, EVAL, seed=0)
+    assert again.testcase_path == data.testcase_path
+    assert again.testcase_path.stat().st_mtime_ns == mtime
+    assert [e.query.tolist() for e in again.val_episodes] == [e.query.tolist() for e in data.val_episodes]
+    assert sorted(p.name for p in (cache / "episodes").iterdir()) == sorted(
+        [data.testcase_path.name, truth_path(data.testcase_path).name]
+    )
+
+
+def test_other_eval_spec_or_seed_gets_other_episodes(root, cache):
+    config = _config(root, cache)
+    first = load_fewshot_data(config, TRAIN, EVAL, seed=0).testcase_path
+    other_spec = load_fewshot_data(config, TRAIN, EpisodeSpec(3, 2, 1), seed=0)
+    other_seed = load_fewshot_data(config, TRAIN, EVAL, seed=1).testcase_path
+    assert len({first, other_spec.testcase_path, other_seed}) == 3
+    assert other_spec.testcase.spec == EpisodeSpec(3, 2, 1)
+
+
+def test_uses_the_course_testcase_beside_val_csv(root, cache):
+    val_table = open_split(root, "val")
+    beside = root / "mini" / "val_testcase.csv"
+    testcase, truth = generate_testcase(val_table, EVAL, n_episodes=7, seed=99)
+    write_fixed_episodes(beside, testcase, truth)
+    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
+    assert data.testcase_path == beside
+    assert len(data.val_episodes) == 7  # the course's file, not n_val_episodes generated ones
+    assert data.testcase.episode_ids == testcase.episode_ids
+    for row, episode in enumerate(data.val_episodes):
+        assert [data.val.ids[i] for i in episode.query.tolist()] == list(testcase.query_ids[row])
+        assert episode.query_labels.tolist() == truth[row].tolist()
+    assert not (cache / "episodes").exists()
+
+
+def test_course_testcase_of_another_shape_is_not_used(root, cache):
+    val_table = open_split(root, "val")
+    beside = root / "mini" / "val_testcase.csv"
+    testcase, truth = generate_testcase(val_table, EpisodeSpec(5, 1, 1), n_episodes=3, seed=0)
+    write_fixed_episodes(beside, testcase, truth)
+    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
+    assert data.testcase_path.parent == cache / "episodes"
+    assert data.testcase.spec == EVAL and len(data.val_episodes) == 20
+
+
+def test_course_testcase_without_answers(root, cache):
+    testcase, _ = generate_testcase(open_split(root, "val"), EVAL, n_episodes=2, seed=0)
+    write_testcase(root / "mini" / "val_testcase.csv", testcase)
+    with pytest.raises(DataError, match="need answers") as err:
+        load_fewshot_data(_config(root, cache), TRAIN, EVAL)
+    assert "val_testcase.csv" in str(err.value)
+
+
+def test_explicit_val_episodes(root, cache, tmp_path):
+    path = tmp_path / "mine" / "episodes.csv"
+    testcase, truth = generate_testcase(open_split(root, "val"), EpisodeSpec(5, 1, 1), n_episodes=4, seed=3)
+    write_fixed_episodes(path, testcase, truth)
+    data = load_fewshot_data(_config(root, cache, val_episodes=path), TRAIN, EVAL)
+    assert data.testcase_path == path
+    assert len(data.val_episodes) == 4
+
+
+def test_train_way_larger_than_classes_fails_before_decoding(root, cache, monkeypatch):
+    _forbid_decoding(monkeypatch)
+    with pytest.raises(DataError, match="need 7 classes, but the data has only 6"):
+        load_fewshot_data(_config(root, cache), EpisodeSpec(7, 1, 1), EVAL)
+    assert not (cache / "banks").exists()
+    assert not (cache / "episodes").exists()
+
+
+def test_eval_way_larger_than_val_classes_fails_before_decoding(root, cache, monkeypatch):
+    _forbid_decoding(monkeypatch)
+    with pytest.raises(DataError, match="only 5"):
+        load_fewshot_data(_config(root, cache), TRAIN, EpisodeSpec(6, 1, 1))
+    assert not (cache / "banks").exists()
+
+
+def test_too_few_images_per_class_fails_before_decoding(root, cache, monkeypatch):
+    _forbid_decoding(monkeypatch)
+    with pytest.raises(DataError, match="'n00000000' has only 6"):
+        load_fewshot_data(_config(root, cache), EpisodeSpec(5, 2, 5), EVAL)
+    assert not (cache / "banks").exists()
+
+
+def test_missing_root_or_split(tmp_path, cache):
+    with pytest.raises(DataError, match="does not exist"):
+        load_fewshot_data(_config(tmp_path / "nowhere", cache), TRAIN, EVAL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no 'train' split"):
+        load_fewshot_data(_config(tmp_path / "empty", cache), TRAIN, EVAL)
+
+
+def test_fall_2020_layout(course_data, cache):
+    root = course_data(style="2020", train_classes=5, val_classes=5, per_class=4, size=SIZE)
+    data = load_fewshot_data(_config(root, cache), EpisodeSpec(5, 1, 1), EpisodeSpec(5, 1, 3))
+    assert len(data.train) == len(data.val) == 20
+    assert len(data.val_episodes) == 20
