@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from fewshot.errors import FewshotError
+from fewshot.runtime import tune_allocator
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -32,6 +33,7 @@ def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.Argumen
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    tune_allocator()
     try:
         main(args)
     except FewshotError as err:

@@ -110,11 +110,16 @@ def load_config(model: type[M], path: Path | str | None = None, overrides: Seque
     for override in overrides:
         keys, value = parse_override(override)
         _set_nested(data, keys, value, override)
+    return validate_config(model, data, str(path) if path is not None else "")
+
+
+def validate_config(model: type[M], data: dict[str, Any], source: str = "") -> M:
+    """Validate plain ``data`` (e.g. a config stored in a checkpoint) as a ``model``; ``source`` prefixes errors."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        source = f"{path}: " if path is not None else ""
-        raise ConfigError(source + "; ".join(_describe(model, e) for e in err.errors())) from None
+        prefix = f"{source}: " if source else ""
+        raise ConfigError(prefix + "; ".join(_describe(model, e) for e in err.errors())) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

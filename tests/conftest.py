@@ -52,3 +52,40 @@ def course_data(tmp_path: Path) -> Callable[..., Path]:
         return tmp_path / "hw4_data"
 
     return make
+
+
+TINY_SPEC = dict(
+    train_classes=8,
+    val_classes=5,
+    test_classes=5,
+    images_per_class=20,
+    image_size=32,
+    office_classes=3,
+    office_train_per_class=2,
+    office_val_per_class=1,
+    office_image_size=32,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_builtin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small built-in dataset (8/5/5 classes of 20 images, 32x32), generated once per test session."""
+    from fewshot.data.builtin import BuiltinSpec, ensure_builtin
+
+    return ensure_builtin(BuiltinSpec(**TINY_SPEC), root=tmp_path_factory.mktemp("builtin") / "tiny")
+
+
+def tiny_overrides(root: Path, **extra: object) -> list[str]:
+    """Overrides for a seconds-long ProtoNet run on :func:`tiny_builtin`."""
+    values = {
+        "data.root": root,
+        "data.image_size": 32,
+        "data.n_val_episodes": 20,
+        "train.epochs": 2,
+        "train.episodes_per_epoch": 6,
+        "train.val_episodes": 10,
+        "train.log_every": 3,
+        "train.device": "cpu",
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in values.items()]

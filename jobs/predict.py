@@ -1,0 +1,42 @@
+"""Write course-format predictions for a testcase file with a trained checkpoint.
+
+    python jobs/predict.py IMAGE_CSV IMAGE_DIR TESTCASE_CSV OUTPUT_CSV --checkpoint results/<run>/best.pt
+
+The four positional arguments are the course's: the image CSV (id,filename,label), the folder of its images,
+the testcase CSV (episode_id, support ids, query ids) and the predictions CSV to write
+(episode_id,query0,...). If TESTCASE_CSV has a ``<name>_gt.csv`` beside it, the accuracy is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fewshot.cli import run_job
+from fewshot.evaluation import predict_testcase
+
+
+def main(args: argparse.Namespace) -> None:
+    result = predict_testcase(
+        args.checkpoint, args.image_csv, args.image_dir, args.testcase_csv, args.output_csv, args.device
+    )
+    n_episodes, n_query = result.predictions.shape
+    print(f"wrote {n_episodes} episodes × {n_query} queries to {args.output_csv}")
+    if result.score is not None:
+        print(f"accuracy: {result.score}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("image_csv", type=Path)
+    p.add_argument("image_dir", type=Path)
+    p.add_argument("testcase_csv", type=Path)
+    p.add_argument("output_csv", type=Path)
+    p.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt of a training run")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return p
+
+
+if __name__ == "__main__":
+    run_job(main, parser())

@@ -1,0 +1,100 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torchvision.transforms import functional as TVF
+
+from fewshot.config import ExperimentConfig, load_config
+from fewshot.data.predictions import read_predictions
+from fewshot.data.splits import load_fewshot_data
+from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, episode_tensors
+from fewshot.evaluation import evaluate, predict_testcase
+from fewshot.methods.build import build_method
+from fewshot.training.experiment import episode_specs, run_experiment
+from tests.conftest import tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pil_batch(paths: list[Path]) -> torch.Tensor:
+    """The plain path: PIL decode, per-image ToTensor + Normalize, default (contiguous) memory format."""
+    images = [TVF.normalize(TVF.to_tensor(Image.open(p).convert("RGB")), IMAGENET_MEAN, IMAGENET_STD) for p in paths]
+    return torch.stack(images)
+
+
+def test_fast_path_gives_the_logits_of_the_plain_path(tiny_builtin: Path) -> None:
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
+    data = load_fewshot_data(config.data, *episode_specs(config))
+    torch.manual_seed(0)
+    plain = build_method(config).eval()
+    fast = build_method(config).eval().to(memory_format=torch.channels_last)
+    fast.load_state_dict(plain.state_dict())
+    paths = {image_id: path for image_id, path in zip(data.val.ids, _val_paths(tiny_builtin), strict=True)}
+    for episode in data.val_episodes[:3]:
+        batch = episode_tensors(episode, data.val, BatchTransform())
+        assert batch.support.is_contiguous(memory_format=torch.channels_last)
+        support = _pil_batch([paths[data.val.ids[i]] for i in episode.support])
+        query = _pil_batch([paths[data.val.ids[i]] for i in episode.query])
+        assert torch.allclose(batch.support, support, atol=1e-6) and torch.allclose(batch.query, query, atol=1e-6)
+        plain_batch = type(batch)(support, batch.support_labels, query, batch.query_labels, batch.way, batch.shot)
+        with torch.no_grad():
+            assert torch.allclose(fast.logits(batch), plain.logits(plain_batch), rtol=1e-4, atol=1e-3)
+
+
+def _val_paths(root: Path) -> list[Path]:
+    frame = pd.read_csv(root / "mini" / "val.csv", dtype=str)
+    return [root / "mini" / "val" / name for name in frame["filename"]]
+
+
+def test_predict_writes_the_course_format_and_matches_training_evaluation(tiny_builtin: Path, tmp_path: Path) -> None:
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
+    result = run_experiment(config, tmp_path / "run")
+    data = load_fewshot_data(config.data, *episode_specs(config))
+    out = tmp_path / "pred.csv"
+    prediction = predict_testcase(
+        tmp_path / "run" / "best.pt",
+        tiny_builtin / "mini" / "val.csv",
+        tiny_builtin / "mini" / "val",
+        data.testcase_path,
+        out,
+        device="cpu",
+    )
+    header = out.read_text().splitlines()[0].split(",")
+    assert header == ["episode_id"] + [f"query{i}" for i in range(75)]
+    ids, values = read_predictions(out)
+    assert ids == data.testcase.episode_ids and values.shape == (20, 75)
+    assert set(np.unique(values)) <= set(range(5))
+    assert prediction.score is not None and result.score is not None
+    assert prediction.score.mean == result.score.mean  # the same checkpoint scores the same on the same episodes
+    assert np.array_equal(values, pd.read_csv(tmp_path / "run" / "predictions.csv").iloc[:, 1:].to_numpy())
+
+
+def test_evaluate_without_answers_predicts_but_does_not_score(tiny_builtin: Path) -> None:
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
+    data = load_fewshot_data(config.data, *episode_specs(config))
+    unlabelled = [type(e)(e.spec, e.support, e.query, torch.full_like(e.query_labels, -1)) for e in data.val_episodes]
+    result = evaluate(build_method(config), data.val, unlabelled[:4])
+    assert result.score is None and result.predictions.shape == (4, 75)
+
+
+def test_jobs_report_user_errors_in_one_line(tiny_builtin: Path, tmp_path: Path) -> None:
+    train = subprocess.run(
+        [sys.executable, "jobs/train.py", "train.optim.lrr=1", f"data.root={tiny_builtin}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert train.returncode == 2
+    assert train.stderr.strip() == "error: unknown key 'train.optim.lrr' (did you mean 'lr'?)"
+    predict = subprocess.run(
+        [sys.executable, "jobs/predict.py", "a.csv", "imgs", "t.csv", "o.csv", "--checkpoint", str(tmp_path / "x.pt")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert predict.returncode == 2 and "Traceback" not in predict.stderr
+    assert predict.stderr.strip() == f"error: checkpoint {tmp_path / 'x.pt'} does not exist"

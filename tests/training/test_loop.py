@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewshot.config import ExperimentConfig, load_config
+from fewshot.data.episodes import EpisodeSampler
+from fewshot.data.splits import load_fewshot_data
+from fewshot.data.transforms import BatchTransform, episode_tensors
+from fewshot.errors import ConfigError
+from fewshot.methods.build import build_method
+from fewshot.training.checkpoint import load_checkpoint
+from fewshot.training.experiment import episode_specs, run_experiment
+from fewshot.training.loop import Trainer
+from tests.conftest import tiny_overrides
+
+
+def _config(root: Path, **extra: object) -> ExperimentConfig:
+    return load_config(ExperimentConfig, None, tiny_overrides(root, **extra))
+
+
+def _accuracy(method, bank, episodes) -> float:
+    method.eval()
+    with torch.no_grad():
+        batches = (episode_tensors(e, bank, BatchTransform()) for e in episodes)
+        hits = [(method.logits(b).argmax(1) == b.query_labels).float().mean().item() for b in batches]
+    return sum(hits) / len(hits)
+
+
+def test_training_lowers_the_loss_on_builtin_data(tiny_builtin: Path, tmp_path: Path) -> None:
+    config = _config(tiny_builtin, **{"train.epochs": 4, "train.episodes_per_epoch": 10})
+    data = load_fewshot_data(config.data, *episode_specs(config))
+    torch.manual_seed(0)
+    method = build_method(config)
+    # Held-out episodes of the training classes (a seed the run never draws with).
+    sampler = EpisodeSampler(data.train.labels, data.train.classes, episode_specs(config)[0], seed=123)
+    episodes = [sampler[i] for i in range(20)]
+    before = _accuracy(method, data.train, episodes)
+    result = Trainer(config, method, data, tmp_path).fit()
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert _accuracy(method, data.train, episodes) > before + 0.08
+
+
+def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_builtin: Path, tmp_path: Path) -> None:
+    config = _config(tiny_builtin, **{"train.epochs": 3})
+    straight = run_experiment(config, tmp_path / "straight")
+
+    class StopAfterFirstEpoch:
+        def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "resumed", reporter=StopAfterFirstEpoch())
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    resumed = run_experiment(config, tmp_path / "resumed")  # picks up last.pt by itself
+
+    assert [h["epoch"] for h in resumed.fit.history] == [1, 2, 3]
+    a = load_checkpoint(straight.fit.last_checkpoint)["model"]
+    b = load_checkpoint(resumed.fit.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.score is not None and straight.score is not None
+    assert resumed.score.mean == straight.score.mean
+
+
+def test_a_run_folder_of_another_config_is_not_resumed(tiny_builtin: Path, tmp_path: Path) -> None:
+    run_experiment(_config(tiny_builtin, **{"train.epochs": 1}), tmp_path)
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(_config(tiny_builtin, **{"train.epochs": 1, "train.optim.lr": 0.01}), tmp_path)
+
+
+def test_best_checkpoint_holds_the_best_validation_epoch(tiny_builtin: Path, tmp_path: Path) -> None:
+    result = run_experiment(_config(tiny_builtin, **{"train.epochs": 3}), tmp_path)
+    accs = [h["val_acc"] for h in result.fit.history]
+    assert result.fit.best_val_acc == max(accs)
+    assert result.fit.best_epoch == accs.index(max(accs)) + 1
+    assert load_checkpoint(result.fit.best_checkpoint)["epoch"] == result.fit.best_epoch
+    for name in ("config.yaml", "last.pt", "best.pt", "predictions.csv"):
+        assert (tmp_path / name).is_file()
+    assert load_config(ExperimentConfig, tmp_path / "config.yaml") == _config(tiny_builtin, **{"train.epochs": 3})
+
+
+def test_schedule_halves_the_learning_rate(tiny_builtin: Path, tmp_path: Path) -> None:
+    config = _config(
+        tiny_builtin,
+        **{"train.epochs": 3, "train.schedule.step_epochs": 1, "train.optim.name": "sgd", "train.optim.lr": 0.1},
+    )
+    result = run_experiment(config, tmp_path)
+    assert [h["lr"] for h in result.fit.history] == pytest.approx([0.1, 0.05, 0.025])
