@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) jobs/prepare_data.py
+	$(PY) jobs/train.py output_dir=results/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from fewshot.config import ExperimentConfig, validate_config
 from fewshot.data.cache import ImageBank, load_bank
@@ -21,6 +22,8 @@ from fewshot.data.testcase import load_fixed_episodes
 from fewshot.data.transforms import BatchTransform, episode_tensors
 from fewshot.methods.base import EpisodicMethod
 from fewshot.methods.build import build_method
+from fewshot.methods.protonet import ProtoNet
+from fewshot.models.distances import Euclidean
 from fewshot.runtime import select_device
 from fewshot.training.checkpoint import load_checkpoint
 
@@ -55,6 +58,15 @@ def evaluate(
         method.train(was_training)
     known = all(bool((e.query_labels >= 0).all()) for e in episodes)
     return Evaluation(np.stack(predictions), mean_ci95(correct) if known else None)
+
+
+def mean_colour_baseline(bank: ImageBank, episodes: Sequence[Episode]) -> Score | None:
+    """Nearest-mean-colour classifier on ``episodes``: a ProtoNet whose "features" are each image's mean RGB.
+
+    The floor a learned encoder must clear: what the episodes give away through colour alone.
+    """
+    colour = ProtoNet(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), Euclidean())
+    return evaluate(colour, bank, episodes).score
 
 
 def predict_testcase(

@@ -23,6 +23,7 @@ def main(args: argparse.Namespace) -> None:
     run_dir = config.output_dir or Path("results") / time.strftime("train-%Y%m%d-%H%M%S")
     result = run_experiment(config, run_dir.resolve())
     print(f"val accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.score}")
+    print(f"nearest-mean-colour baseline on the same episodes: {result.colour_baseline}")
     print(f"best epoch {result.fit.best_epoch}; checkpoints and predictions in {run_dir.resolve()}")
 
 

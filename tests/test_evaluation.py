@@ -98,3 +98,18 @@ def test_jobs_report_user_errors_in_one_line(tiny_builtin: Path, tmp_path: Path)
     )
     assert predict.returncode == 2 and "Traceback" not in predict.stderr
     assert predict.stderr.strip() == f"error: checkpoint {tmp_path / 'x.pt'} does not exist"
+
+
+def test_mean_colour_baseline_reads_colour_and_only_colour(course_data, tiny_builtin: Path) -> None:
+    from fewshot.config import DataConfig
+    from fewshot.data.episodes import EpisodeSpec
+    from fewshot.evaluation import mean_colour_baseline
+
+    spec = EpisodeSpec(5, 1, 5)
+    # course_data gives every class its own brightness: colour alone separates them.
+    coloured = load_fewshot_data(DataConfig(root=course_data(per_class=6), n_val_episodes=20), spec, spec)
+    assert mean_colour_baseline(coloured.val, coloured.val_episodes).mean > 90
+    # The built-in data hides the class from colour: near chance (20%).
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"data.n_val_episodes": 200}))
+    builtin = load_fewshot_data(config.data, *episode_specs(config))
+    assert mean_colour_baseline(builtin.val, builtin.val_episodes).mean < 32

@@ -19,7 +19,7 @@ from fewshot.data.episodes import EpisodeSpec
 from fewshot.data.predictions import Score, write_predictions
 from fewshot.data.splits import FewShotData, load_fewshot_data
 from fewshot.errors import ConfigError
-from fewshot.evaluation import evaluate
+from fewshot.evaluation import evaluate, mean_colour_baseline
 from fewshot.methods.base import EpisodicMethod
 from fewshot.methods.build import build_method
 from fewshot.runtime import select_device, tune_allocator
@@ -35,6 +35,7 @@ class ExperimentResult:
     score: Score | None  # on every fixed validation episode, with the best checkpoint (rank 0 only)
     fit: FitResult
     predictions: Path | None
+    colour_baseline: Score | None  # nearest-mean-colour accuracy on the same episodes: the floor to beat
 
 
 def episode_specs(config: ExperimentConfig) -> tuple[EpisodeSpec, EpisodeSpec]:
@@ -61,7 +62,7 @@ def run_experiment(
     method = build_method(config)
     fit = Trainer(config, method, data, run_dir, placement, reporter, resume).fit()
     if placement.rank != 0:
-        return ExperimentResult(None, fit, None)
+        return ExperimentResult(None, fit, None, None)
     return _final_evaluation(method, data, run_dir, fit, placement)
 
 
@@ -73,10 +74,10 @@ def _final_evaluation(
     result = evaluate(method, data.val, data.val_episodes, placement.device)
     predictions = run_dir / "predictions.csv"
     write_predictions(predictions, data.testcase.episode_ids, result.predictions)
-    log.info(
-        "best epoch %d: %s on %d episodes -> %s", fit.best_epoch, result.score, len(data.val_episodes), predictions
-    )
-    return ExperimentResult(result.score, fit, predictions)
+    baseline = mean_colour_baseline(data.val, data.val_episodes)
+    log.info("best epoch %d: %s on %d episodes (mean-colour baseline %s) -> %s",
+             fit.best_epoch, result.score, len(data.val_episodes), baseline, predictions)  # fmt: skip
+    return ExperimentResult(result.score, fit, predictions, baseline)
 
 
 def _resumable(config: ExperimentConfig, run_dir: Path) -> dict[str, Any] | None:

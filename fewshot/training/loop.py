@@ -107,7 +107,7 @@ class Trainer:
         start = time.perf_counter()
         for step in range(train.episodes_per_epoch):
             index = ((self.epoch - 1) * train.episodes_per_epoch + step) * place.world_size + place.rank
-            output = self._train_step(index)
+            output = self.train_step(index)
             _accumulate(totals, output)
             if (step + 1) % train.log_every == 0 or step + 1 == train.episodes_per_epoch:
                 self._log_progress(step + 1, totals, time.perf_counter() - start)
@@ -116,7 +116,7 @@ class Trainer:
         metrics["episodes_per_s"] = train.episodes_per_epoch / (time.perf_counter() - start)
         return metrics
 
-    def _train_step(self, index: int) -> StepOutput:
+    def train_step(self, index: int) -> StepOutput:
         generator = torch.Generator().manual_seed(episode_seed(self.config.seed + 1, index))
         batch = episode_tensors(self.sampler[index], self.data.train, self.transform, self.placement.device, generator)
         output: StepOutput = self.model(batch)
