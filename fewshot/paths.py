@@ -11,3 +11,11 @@ def cache_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return (base / "fewshot").resolve()
+
+
+def results_root() -> Path:
+    """Where runs and the MLflow store go: ``$FEWSHOT_RESULTS`` if set, else ``./results``, made absolute.
+
+    Absolute because Ray jobs and trials run in other working directories.
+    """
+    return Path(os.environ.get("FEWSHOT_RESULTS", "results")).expanduser().resolve()

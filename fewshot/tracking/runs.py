@@ -1,0 +1,141 @@
+"""MLflow runs through the plain client, so the same code works in a driver, a Ray worker or a test.
+
+Conventions (see DESIGN.md): one experiment per study; a sweep is a parent run, each configuration a child
+run tagged with what distinguishes it and holding the resolved config as params. Every run ends FINISHED or
+FAILED (with the error as a tag), never left RUNNING. Tracking URIs are made absolute, since Ray jobs and
+trials change the working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+from fewshot.paths import results_root
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LENGTH = 6000
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<results root>/mlflow.db``."""
+    return absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{results_root() / 'mlflow.db'}")
+
+
+def absolute_uri(uri: str) -> str:
+    """Make a local store URI absolute (``sqlite:///mlflow.db`` -> ``sqlite:////abs/mlflow.db``)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
+    if "://" not in uri:  # a bare path: a SQLite file
+        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+    return uri
+
+
+def git_sha() -> str:
+    """The commit the code runs from, or ``unknown`` outside a git checkout (e.g. a Ray job's copy)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+class Tracker:
+    """Creates experiments and runs in one MLflow store and logs to them by run id."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = absolute_uri(uri) if uri else default_tracking_uri()
+        self.client = MlflowClient(self.uri)
+
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created on first use with an absolute artifact location."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+
+    def start_run(self, study: str, name: str, parent: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
+        """Create a RUNNING run in experiment ``study`` (a child of ``parent`` if given); returns its id."""
+        all_tags = {"git_sha": git_sha(), **{k: str(v) for k, v in (tags or {}).items()}}
+        if parent is not None:
+            all_tags[PARENT_TAG] = parent
+        return self.client.create_run(self.experiment(study), tags=all_tags, run_name=name).info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def finish(self, run_id: str, error: BaseException | None = None) -> None:
+        """End a run: FINISHED, or FAILED with the error recorded (KILLED when interrupted)."""
+        if error is None:
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            return
+        status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
+        self.set_tags(run_id, {"error": f"{type(error).__name__}: {error}"[:5000]})
+        self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+    @contextmanager
+    def run(
+        self, study: str, name: str, parent: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> Iterator[str]:
+        """``with tracker.run(...) as run_id:`` — the run ends FINISHED, or FAILED/KILLED if the block raises."""
+        run_id = self.start_run(study, name, parent, tags)
+        try:
+            yield run_id
+        except BaseException as err:
+            self.finish(run_id, err)
+            raise
+        self.finish(run_id)
+
+    def children(self, parent: str) -> list[Any]:
+        """The child runs of ``parent``, oldest first."""
+        experiment = self.client.get_run(parent).info.experiment_id
+        return list(
+            self.client.search_runs(
+                [experiment], filter_string=f"tags.{PARENT_TAG} = '{parent}'", order_by=["attributes.start_time ASC"]
+            )
+        )
+
+    def _artifact_root(self, name: str) -> str | None:
+        if self.uri.startswith("sqlite:///"):
+            store_dir = Path(self.uri.removeprefix("sqlite:///")).parent
+            return (store_dir / "artifacts" / name).as_uri()
+        return None  # a tracking server decides
+
+
+class MlflowReporter:
+    """A training-loop reporter that logs each epoch's metrics to one MLflow run (step = epoch)."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker, self.run_id = tracker, run_id
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch)

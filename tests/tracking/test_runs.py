@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from fewshot.tracking.runs import MlflowReporter, Tracker, absolute_uri
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_relative_store_uris_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert absolute_uri("store.db") == f"sqlite:///{tmp_path / 'store.db'}"
+    assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_sweep_is_a_parent_with_tagged_child_runs(tracker: Tracker, tmp_path: Path) -> None:
+    with tracker.run("distance", "sweep") as parent:
+        for distance in ("euclidean", "cosine"):
+            with tracker.run("distance", distance, parent=parent, tags={"distance": distance, "seed": 0}) as child:
+                tracker.log_params(child, {"model.distance": distance, "train.optim.lr": 1e-3})
+                reporter = MlflowReporter(tracker, child)
+                for epoch in (1, 2):
+                    reporter.report(epoch, {"loss": 1.0 / epoch, "val_acc": 40.0 + epoch}, None)
+    children = tracker.children(parent)
+    assert [c.data.tags["distance"] for c in children] == ["euclidean", "cosine"]
+    assert all(c.info.status == "FINISHED" and c.data.tags["seed"] == "0" for c in children)
+    assert children[0].data.params["model.distance"] == "euclidean"
+    history = MlflowClient(tracker.uri).get_metric_history(children[0].info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(1, 41.0), (2, 42.0)]
+    experiment = MlflowClient(tracker.uri).get_experiment_by_name("distance")
+    assert experiment.artifact_location == (tmp_path / "artifacts" / "distance").as_uri()
+
+
+def test_a_failing_run_ends_failed_with_the_error(tracker: Tracker) -> None:
+    with pytest.raises(RuntimeError), tracker.run("distance", "broken") as run_id:
+        raise RuntimeError("worker died")
+    run = MlflowClient(tracker.uri).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: worker died"
+
+
+def test_an_interrupted_run_ends_killed(tracker: Tracker) -> None:
+    with pytest.raises(KeyboardInterrupt), tracker.run("distance", "stopped") as run_id:
+        raise KeyboardInterrupt
+    assert MlflowClient(tracker.uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_artifacts_land_under_the_store(tracker: Tracker, tmp_path: Path) -> None:
+    note = tmp_path / "table.md"
+    note.write_text("| a |\n")
+    with tracker.run("distance", "with-artifact") as run_id:
+        tracker.log_artifact(run_id, note)
+    assert (tmp_path / "artifacts" / "distance").is_dir()
+    assert [f.path for f in MlflowClient(tracker.uri).list_artifacts(run_id)] == ["table.md"]
