@@ -1,21 +1,16 @@
-"""The built-in synthetic dataset, written in the course's Fall-2021 layout.
+"""The built-in synthetic dataset, in the course's Fall-2021 layout, so real and built-in data share readers.
 
-It exists so that every experiment can run in minutes on a CPU with no download, through the very same
-CSV and image readers as the real mini-ImageNet and Office-Home data::
+``mini/{train,val,test}.csv`` with ``mini/{train,val,test}/*.jpg`` (disjoint class sets, as in the Ravi
+split) and ``office/{train,val}.csv`` with ``office/{train,val}/*.jpg`` (the same classes in both).
 
-    mini/{train,val,test}.csv + mini/{train,val,test}/*.jpg     (disjoint class sets, like the Ravi split)
-    office/{train,val}.csv   + office/{train,val}/*.jpg         (the same classes in both)
+Each class is a random constellation from one shared family: 2-4 primitives (disc, square, ring, triangle,
+bar, cross) at class-specific relative positions, sizes and angles, filled with a class-specific grating.
+Each image poses it randomly (rotation, scale, shift) and draws its colours independently of the class, so
+the class lives in shape and layout, never in colour, and what is learnt on some classes transfers to new
+ones. The Office-like set uses the same family under its own seeds with cluttered, textured backgrounds.
 
-Every class is a random *constellation* drawn from one shared family of primitives: 2-4 shapes (disc,
-square, ring, triangle, bar, cross) at class-specific relative positions, sizes and orientations, filled
-with a class-specific oriented grating. Each image renders its class under a random pose (rotation, scale,
-translation), with foreground and background colours drawn independently of the class, an illumination
-gradient, contrast/brightness jitter and pixel noise. So the class is carried by shape and layout, never by
-colour, and what a network learns on the training classes transfers to the novel ones. The Office-like set
-uses the same family under its own seed with a stronger "domain" style: textured, cluttered backgrounds.
-
-Generation is deterministic (seeded ``torch.Generator`` per class, no global RNG) and atomic: a dataset is
-built in a temporary sibling folder and renamed into place, so concurrent callers never see half of one.
+Generation is deterministic (one seeded ``torch.Generator`` per class) and atomic (built in a temporary
+sibling folder, then renamed into place), so concurrent callers never see half a dataset.
 """
 
 from __future__ import annotations
@@ -121,9 +116,6 @@ def ensure_builtin(spec: BuiltinSpec = BuiltinSpec(), root: Path | None = None) 
     return _check_existing(root, spec)
 
 
-# ----------------------------------------------------------------------------------------- cache handling
-
-
 def _identity(spec: BuiltinSpec) -> dict:
     """What a generated folder is: recorded in its marker file and hashed into its cache name."""
     return {"version": _VERSION, "revision": _REVISION, "spec": asdict(spec)}
@@ -182,9 +174,6 @@ def _publish(tmp: Path, root: Path) -> None:
         log.info("%s was created by another process; discarding this build", root)
 
 
-# ------------------------------------------------------------------------------------------- generation
-
-
 def _generate(spec: BuiltinSpec, out: Path) -> None:
     """Write the whole dataset for ``spec`` under ``out`` (a fresh, private folder)."""
     start = time.perf_counter()
@@ -228,13 +217,9 @@ def _finish_split(csv_path: Path, rows: list[tuple[str, str]], start: float) -> 
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["id", "filename", "label"])
         writer.writerows((i, name, label) for i, (name, label) in enumerate(rows))
-    n_classes = len({label for _, label in rows})
-    log.info(
-        "wrote %s: %d images, %d classes (%.1f s elapsed)", csv_path, len(rows), n_classes, time.perf_counter() - start
-    )
-
-
-# -------------------------------------------------------------------------------------------- rendering
+    # Name the split, not the path: the build folder is temporary.
+    split, n_classes = f"{csv_path.parent.name}/{csv_path.stem}", len({label for _, label in rows})
+    log.info("built-in %s: %d images, %d classes (%.1f s)", split, len(rows), n_classes, time.perf_counter() - start)
 
 
 def _generator(seed: int, domain: str, index: int) -> torch.Generator:
