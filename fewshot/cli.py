@@ -27,7 +27,7 @@ def job_parser(description: str) -> argparse.ArgumentParser:
 
 def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> NoReturn:
     """Parse arguments, set up logging and run ``main``; user mistakes exit 2 with a one-line message."""
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -43,3 +43,26 @@ def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.Argumen
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(0)
+
+
+def sweep_parser(description: str) -> argparse.ArgumentParser:
+    """:func:`job_parser` plus the flags every sweep shares; each flag is a shortcut for a config override."""
+    parser = job_parser(description)
+    parser.add_argument("--data-root", help="dataset root (default: the built-in dataset)")
+    parser.add_argument("--epochs", type=int, help="training epochs per run")
+    parser.add_argument("--episodes", type=int, help="training episodes per epoch")
+    parser.add_argument("--train-way", type=int, help="classes per training episode")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (table: mean ± std)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per run (data parallel)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                        "sqlite:///<results>/mlflow.db)")  # fmt: skip
+    parser.add_argument("--results", help="folder for run outputs and the local MLflow store (default: "
+                        "$FEWSHOT_RESULTS or ./results)")  # fmt: skip
+    return parser
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The sweep flags as ``key=value`` overrides, applied before the explicit ones."""
+    flags = {"data.root": args.data_root, "train.epochs": args.epochs,
+             "train.episodes_per_epoch": args.episodes, "train_episode.way": args.train_way}  # fmt: skip
+    return [f"{key}={value}" for key, value in flags.items() if value is not None]

@@ -1,0 +1,1 @@
+"""The only package that talks to Ray: Ray Train workers, sweeps and (later) Tune studies."""

@@ -1,0 +1,92 @@
+"""A sweep: several configurations (× seeds) trained as Ray Train runs, tracked as one MLflow parent run
+with a child run each, and summarised in a comparison table logged on the parent.
+
+A configuration that fails is recorded (child run FAILED with its error) and left out of the table; the
+sweep goes on with the others. Ctrl-C ends the current child and the parent as KILLED.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from fewshot.config import ExperimentConfig, flatten
+from fewshot.errors import FewshotError
+from fewshot.orchestration.train import TrainJob, run_training
+from fewshot.tracking.runs import Tracker
+from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of a sweep, its name and the MLflow tags that tell it apart (``distance``...)."""
+
+    name: str
+    config: ExperimentConfig
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    study: str  # MLflow experiment
+    name: str  # parent run name
+    by: str  # the tag the comparison table groups by
+    title: str
+    variants: Sequence[Variant]
+
+
+def connect_ray() -> None:
+    """Join the cluster a job was submitted to (``RAY_ADDRESS``), or start a local Ray."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"))
+
+
+def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:
+    """Train every variant in turn; returns the comparison table (also logged on the parent run)."""
+    connect_ray()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    sweep_dir = results / sweep.study / f"{sweep.name}-{stamp}"
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    with tracker.run(sweep.study, sweep.name, tags={"sweep": sweep.name, "by": sweep.by}) as parent:
+        tracker.set_tags(parent, {"results_dir": sweep_dir})
+        for index, variant in enumerate(sweep.variants, 1):
+            log.info("[%d/%d] %s", index, len(sweep.variants), variant.name)
+            _run_variant(sweep, variant, tracker, parent, sweep_dir, num_workers, use_gpu)
+        table = compare(gather_runs(tracker, parent), sweep.by)
+        if table.empty:
+            raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
+        return publish(tracker, parent, table, sweep.by, sweep.title, sweep_dir)
+
+
+def _run_variant(
+    sweep: Sweep, variant: Variant, tracker: Tracker, parent: str, sweep_dir: Path, num_workers: int, use_gpu: bool
+) -> None:
+    tags = {"method": variant.config.method, "seed": variant.config.seed, **variant.tags}
+    run_id = tracker.start_run(sweep.study, variant.name, parent, tags)
+    run_dir = sweep_dir / _slug(variant.name)
+    try:
+        tracker.log_params(run_id, flatten(variant.config))
+        job = TrainJob(variant.config, f"{sweep.name}-{_slug(variant.name)}-{run_id[:8]}", run_dir,
+                       sweep_dir / "ray", tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
+        run_training(job)
+    except KeyboardInterrupt as err:
+        tracker.finish(run_id, err)
+        raise
+    except Exception as err:  # one failed configuration must not lose the others
+        log.error("%s failed: %s", variant.name, err)
+        tracker.finish(run_id, err)
+        return
+    tracker.finish(run_id)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")

@@ -1,0 +1,133 @@
+"""One experiment as a Ray Train run: the library's training loop inside TorchTrainer workers.
+
+The worker function builds a :class:`~fewshot.training.loop.Placement` from Ray's context (device, rank,
+DDP wrapping through ``ray.train.torch.prepare_model``) and a reporter that forwards each epoch to
+``ray.train.report`` with the checkpoint, so a restarted worker (``FailureConfig``) resumes from the last
+epoch. Rank 0 also logs the epoch metrics and, at the end, the final score and artifacts to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from fewshot.config import ExperimentConfig, config_dict, validate_config
+from fewshot.tracking.runs import MlflowReporter, Tracker
+from fewshot.training.checkpoint import load_checkpoint
+from fewshot.training.experiment import ExperimentResult, run_experiment
+from fewshot.training.loop import Placement
+from fewshot.training.reporting import LogReporter, MultiReporter, Reporter
+from fewshot.viz.plots import learning_curves
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one Ray Train run needs: the config, where to write, and the MLflow run to log into."""
+
+    config: ExperimentConfig
+    name: str
+    run_dir: Path
+    storage_path: Path  # Ray Train's checkpoints and results
+    tracking_uri: str
+    mlflow_run_id: str
+    num_workers: int = 1
+    use_gpu: bool = False
+    max_failures: int = 1
+
+
+def run_training(job: TrainJob) -> ray.train.Result:
+    """Fit ``job`` with a TorchTrainer; raises ``ray.train.TrainingFailedError`` when retries run out."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // job.num_workers)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={
+            "config": config_dict(job.config),
+            "run_dir": str(job.run_dir),
+            "name": job.name,
+            "tracking_uri": job.tracking_uri,
+            "run_id": job.mlflow_run_id,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=job.num_workers,
+            use_gpu=job.use_gpu,
+            resources_per_worker=None if job.use_gpu else {"CPU": cpus},
+        ),
+        run_config=RunConfig(
+            name=job.name,
+            storage_path=str(job.storage_path),
+            failure_config=FailureConfig(max_failures=job.max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def _worker(payload: dict[str, Any]) -> None:
+    config = validate_config(ExperimentConfig, payload["config"], "train job")
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    placement = Placement(
+        device=ray.train.torch.get_device(),
+        rank=rank,
+        world_size=world,
+        wrap=(lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else (lambda m: m),
+    )
+    tracker = Tracker(payload["tracking_uri"]) if rank == 0 else None
+    reporters: list[Reporter] = [RayReporter(), LogReporter()]
+    if tracker is not None:
+        reporters.append(MlflowReporter(tracker, payload["run_id"]))
+    run_dir = Path(payload["run_dir"])
+    result = run_experiment(config, run_dir, MultiReporter(*reporters), placement, _restored_state())
+    if tracker is not None:
+        _log_final(tracker, payload["run_id"], result, run_dir, payload["name"])
+
+
+def _restored_state() -> dict[str, Any] | None:
+    """The last reported checkpoint, when Ray restarts a failed worker group."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / "last.pt")
+
+
+class RayReporter:
+    """Forwards each epoch to ``ray.train.report``; rank 0 attaches its ``last.pt`` as the checkpoint."""
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        metrics = {"epoch": epoch, **metrics}
+        if checkpoint is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            _link_or_copy(checkpoint, Path(folder) / "last.pt")
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # same file system: no copy of the weights
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _log_final(tracker: Tracker, run_id: str, result: ExperimentResult, run_dir: Path, name: str) -> None:
+    final = {"best_epoch": float(result.fit.best_epoch)}
+    if result.score is not None:
+        final |= {"val_acc": result.score.mean, "val_ci95": result.score.ci95}
+    if result.colour_baseline is not None:
+        final["colour_baseline_acc"] = result.colour_baseline.mean
+    tracker.log_metrics(run_id, final, step=result.fit.history[-1]["epoch"] if result.fit.history else 0)
+    curves = learning_curves(result.fit.history, name, run_dir / "learning_curves.png")
+    for path in (run_dir / "config.yaml", result.fit.best_checkpoint, result.predictions, curves):
+        if path is not None and Path(path).is_file():
+            tracker.log_artifact(run_id, Path(path))
