@@ -82,9 +82,10 @@ def _worker(payload: dict[str, Any]) -> None:
         wrap=(lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else (lambda m: m),
     )
     tracker = Tracker(payload["tracking_uri"]) if rank == 0 else None
-    reporters: list[Reporter] = [RayReporter(), LogReporter()]
+    # MLflow before Ray: an epoch is in MLflow before its checkpoint exists, so a restart never loses one.
+    reporters: list[Reporter] = [LogReporter(), RayReporter()]
     if tracker is not None:
-        reporters.append(MlflowReporter(tracker, payload["run_id"]))
+        reporters.insert(0, MlflowReporter(tracker, payload["run_id"]))
     run_dir = Path(payload["run_dir"])
     result = run_experiment(config, run_dir, MultiReporter(*reporters), placement, _restored_state())
     if tracker is not None:

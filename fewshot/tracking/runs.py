@@ -132,10 +132,18 @@ class Tracker:
 
 
 class MlflowReporter:
-    """A training-loop reporter that logs each epoch's metrics to one MLflow run (step = epoch)."""
+    """A training-loop reporter that logs each epoch's metrics to one MLflow run (step = epoch).
+
+    Epochs the run already holds are skipped: a worker restarted from its last checkpoint repeats, with the
+    same seeds, an epoch it may have logged just before it died, and the history must not hold it twice.
+    """
 
     def __init__(self, tracker: Tracker, run_id: str) -> None:
         self.tracker, self.run_id = tracker, run_id
+        self.logged = {m.step for m in tracker.client.get_metric_history(run_id, "loss")}
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if epoch in self.logged:
+            return
         self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        self.logged.add(epoch)

@@ -57,3 +57,14 @@ def test_artifacts_land_under_the_store(tracker: Tracker, tmp_path: Path) -> Non
         tracker.log_artifact(run_id, note)
     assert (tmp_path / "artifacts" / "distance").is_dir()
     assert [f.path for f in MlflowClient(tracker.uri).list_artifacts(run_id)] == ["table.md"]
+
+
+def test_reporter_skips_epochs_the_run_already_holds(tracker: Tracker) -> None:
+    with tracker.run("distance", "restarted") as run_id:
+        MlflowReporter(tracker, run_id).report(1, {"loss": 2.0}, None)
+        MlflowReporter(tracker, run_id).report(2, {"loss": 1.5}, None)
+        restarted = MlflowReporter(tracker, run_id)  # a worker restarted after logging epoch 2
+        for epoch, loss in ((2, 1.5), (3, 1.0)):
+            restarted.report(epoch, {"loss": loss}, None)
+    history = MlflowClient(tracker.uri).get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.5), (3, 1.0)]
