@@ -1,0 +1,62 @@
+"""The sweep jobs build the configurations they promise (no Ray needed)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from fewshot.cli import sweep_parser
+from fewshot.orchestration.jobs import base_config, seeded
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _job(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(*argv: str):
+    return sweep_parser("test").parse_intermixed_args(list(argv))
+
+
+def test_flags_override_quick_defaults_and_overrides_win() -> None:
+    config = base_config(
+        _args("--epochs", "7", "--train-way", "30", "train.episodes_per_epoch=11", "--data-root", "/d")
+    )
+    assert config.train.epochs == 7 and config.train_episode.way == 30
+    assert config.train.episodes_per_epoch == 11 and str(config.data.root) == "/d"
+    assert base_config(_args()).train.epochs == 5  # quick default
+
+
+def test_distance_sweep_varies_only_the_distance() -> None:
+    sweep = _job("sweep_distance").make_sweep(base_config(_args()))
+    assert [v.tags["distance"] for v in sweep.variants] == ["euclidean", "cosine", "relation", "transformed"]
+    assert [v.config.model.distance for v in sweep.variants] == ["euclidean", "cosine", "relation", "transformed"]
+    assert len({v.config.model_copy(update={"model": None}) for v in sweep.variants}) == 1
+    assert sweep.by == "distance" and sweep.study == "distance"
+
+
+def test_shot_sweep_trains_and_tests_with_the_same_shot() -> None:
+    sweep = _job("sweep_shots").make_sweep(base_config(_args("--train-way", "20")))
+    assert [(v.config.train_episode.shot, v.config.eval_episode.shot) for v in sweep.variants] == [
+        (1, 1),
+        (5, 5),
+        (10, 10),
+    ]
+    assert all(v.config.train_episode.way == 20 and v.config.eval_episode.way == 5 for v in sweep.variants)
+    assert [v.tags["shot"] for v in sweep.variants] == ["1", "5", "10"]
+
+
+def test_seeds_multiply_variants_with_distinct_seeds() -> None:
+    sweep = _job("sweep_distance").make_sweep(base_config(_args()))
+    runs = seeded(sweep.variants[:2], 3)
+    assert [(r.name, r.config.seed) for r in runs[:3]] == [
+        ("euclidean/seed0", 0),
+        ("euclidean/seed1", 1),
+        ("euclidean/seed2", 2),
+    ]
+    assert len(runs) == 6
