@@ -1,7 +1,8 @@
 """The built-in synthetic dataset, in the course's Fall-2021 layout, so real and built-in data share readers.
 
 ``mini/{train,val,test}.csv`` with ``mini/{train,val,test}/*.jpg`` (disjoint class sets, as in the Ravi
-split) and ``office/{train,val}.csv`` with ``office/{train,val}/*.jpg`` (the same classes in both).
+split), ``mini/val_testcase.csv`` + ``mini/val_testcase_gt.csv`` (600 fixed 5-way 1-shot 15-query episodes, as
+the course ships them) and ``office/{train,val}.csv`` with ``office/{train,val}/*.jpg`` (the same classes in both).
 
 Each class is a random constellation from one shared family: 2-4 primitives (disc, square, ring, triangle,
 bar, cross) at class-specific relative positions, sizes and angles, filled with a class-specific grating.
@@ -33,6 +34,9 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg
 
+from fewshot.data.episodes import EpisodeSpec
+from fewshot.data.tables import read_image_csv
+from fewshot.data.testcase import generate_testcase, write_fixed_episodes
 from fewshot.errors import ConfigError, DataError
 from fewshot.paths import cache_root
 
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 # _VERSION names the cache folder and changes with the layout; _REVISION changes whenever the pictures
 # do, so a cache rendered by older code is never mistaken for the current dataset.
 _VERSION = "v1"
-_REVISION = 3
+_REVISION = 4
 _MARKER = "builtin.json"
 _JPEG_QUALITY = 90
 # A temporary build folder this old cannot belong to a live build (a default build takes seconds).
@@ -109,7 +113,8 @@ def ensure_builtin(spec: BuiltinSpec = BuiltinSpec(), root: Path | None = None) 
         _remove_stale_builds(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
-            _generate(spec, tmp)
+            with _single_threaded():
+                _generate(spec, tmp)
             _publish(tmp, root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed
@@ -176,8 +181,9 @@ def _publish(tmp: Path, root: Path) -> None:
 
 @contextlib.contextmanager
 def _single_threaded() -> Iterator[None]:
-    """Render on one intra-op thread: batches are small, and beside a busy trainer extra threads only fight
-    it for cores (measured on 2 cores: 5 s alone, over 100 s next to a 2-thread training process)."""
+    """Render on one intra-op thread: the batches are small, and beside a busy trainer more threads only fight
+    it for cores (default spec on 2 cores beside a 2-thread trainer: 114 s multi-threaded, 9 s on one thread).
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -188,11 +194,6 @@ def _single_threaded() -> Iterator[None]:
 
 def _generate(spec: BuiltinSpec, out: Path) -> None:
     """Write the whole dataset for ``spec`` under ``out`` (a fresh, private folder)."""
-    with _single_threaded():
-        _generate_files(spec, out)
-
-
-def _generate_files(spec: BuiltinSpec, out: Path) -> None:
     start = time.perf_counter()
     n_mini = spec.train_classes + spec.val_classes + spec.test_classes
     width = max(3, len(str(n_mini - 1)))
@@ -205,6 +206,7 @@ def _generate_files(spec: BuiltinSpec, out: Path) -> None:
             images = _render_class(spec.seed, "mini", index, spec.images_per_class, spec.image_size)
             rows += _write_images(out / "mini" / split, label, images)
         _finish_split(out / "mini" / f"{split}.csv", rows, start)
+    _write_val_testcase(spec, out / "mini")
     office = {"train": [], "val": []}
     n_office = spec.office_train_per_class + spec.office_val_per_class
     for index in range(spec.office_classes):
@@ -216,6 +218,16 @@ def _generate_files(spec: BuiltinSpec, out: Path) -> None:
         _finish_split(out / "office" / f"{split}.csv", rows, start)
     (out / _MARKER).write_text(json.dumps(_identity(spec), sort_keys=True))
     log.info("built-in dataset generated in %.1f s", time.perf_counter() - start)
+
+
+def _write_val_testcase(spec: BuiltinSpec, folder: Path) -> None:
+    """The course's ``val_testcase.csv`` (+ ``_gt.csv``): 600 fixed 5-way 1-shot 15-query episodes, when the
+    validation split can fill them."""
+    episode = EpisodeSpec(way=5, shot=1, query=15)
+    if spec.val_classes < episode.way or spec.images_per_class < episode.shot + episode.query:
+        return
+    testcase, truth = generate_testcase(read_image_csv(folder / "val.csv"), episode, 600, spec.seed)
+    write_fixed_episodes(folder / "val_testcase.csv", testcase, truth)
 
 
 def _write_images(folder: Path, label: str, images: torch.Tensor) -> list[tuple[str, str]]:
@@ -313,12 +325,13 @@ def _render_class(seed: int, domain: str, index: int, n: int, size: int) -> torc
     axis = torch.linspace(-1.0, 1.0, size)
     py, px = torch.meshgrid(axis, axis, indexing="ij")
     image = _background(gen, bg, px, py, style)
-    # Pose of the object: pixel -> object frame, and pixels per object unit for anti-aliasing.
+    # A random pose per image; everything below is drawn in the object frame, so it moves with the pose.
     angle, scale = _uniform(gen, (n, 1, 1), -0.4, 0.4), _uniform(gen, (n, 1, 1), 0.75, 1.1)
     shift = _uniform(gen, (n, 2, 1, 1), -0.2, 0.2)
     ux, uy = _rotate(px - shift[:, 0], py - shift[:, 1], angle)
     ux, uy = ux / scale, uy / scale
     freq, tex_angle = cls["texture"]
+    # Random phase: only the grating's frequency and orientation are the class's, not where its stripes fall.
     phase = _uniform(gen, (n, 1, 1), 0.0, 2 * math.pi)
     fill = 1.0 - 0.45 * (0.5 + 0.5 * torch.sin(2 * math.pi * freq * _rotate(ux, uy, tex_angle)[0] + phase))
     for kind, centre, radius, rot in zip(cls["kinds"], cls["centres"], cls["radii"], cls["angles"], strict=True):

@@ -175,7 +175,9 @@ def test_builtin_root_is_in_cache_and_keyed_by_spec(monkeypatch: pytest.MonkeyPa
 
 def test_default_root_generates_under_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path))
+    threads = torch.get_num_threads()
     root = ensure_builtin(SMALL)
+    assert torch.get_num_threads() == threads, "rendering must restore the caller's thread count"
     assert root == builtin_root(SMALL)
     assert (root / "office" / "val.csv").is_file()
     assert not list(tmp_path.glob(".*.tmp-*")), "the temporary build folder was renamed away"
@@ -215,3 +217,17 @@ def test_losing_the_rename_race_keeps_the_winner(
     assert ensure_builtin(SMALL, root=root) == root
     assert (root / "winner").exists()
     assert not list(tmp_path.glob(".*.tmp-*")), "the losing build was discarded"
+
+
+def test_val_testcase_is_written_in_course_format(small_root: Path) -> None:
+    from fewshot.data.cache import load_bank
+    from fewshot.data.tables import read_image_csv
+    from fewshot.data.testcase import load_fixed_episodes
+
+    bank = load_bank(read_image_csv(small_root / "mini" / "val.csv"), 32)
+    testcase, episodes = load_fixed_episodes(small_root / "mini" / "val_testcase.csv", bank, way=5, shot=1)
+    assert len(episodes) == 600 and testcase.query_ids.shape == (600, 75)
+    header = (small_root / "mini" / "val_testcase.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == 1 + 5 + 75 and header[0] == "episode_id"
+    first = episodes[0]  # the answers name the class of each query's support image
+    assert (bank.labels[first.support][first.query_labels] == bank.labels[first.query]).all()
