@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) jobs/train.py output_dir=results/demo
+	$(PY) jobs/sweep_distance.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -35,7 +35,7 @@ def main() -> None:
     local = run_experiment(config, work / "local")
     local_wall = time.perf_counter() - start
 
-    ray.init(num_cpus=None, include_dashboard=False)
+    ray.init()
     tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}")
     run_id = tracker.start_run("bench", "ray")
     job = TrainJob(config, "bench-ray", work / "ray-run", work / "ray", tracker.uri, run_id)
@@ -46,7 +46,7 @@ def main() -> None:
 
     local_rate = local.fit.history[-1]["episodes_per_s"]
     ray_rate = result.metrics["episodes_per_s"]
-    print(f"in-process: {local_rate:.2f} episodes/s, run {local_wall:.1f}s")
+    print(f"in-process: {local_rate:.2f} episodes/s, run {local_wall:.1f}s ({args.episodes} episodes + evaluation)")
     print(f"Ray Train:  {ray_rate:.2f} episodes/s, run {ray_wall:.1f}s (worker group start included)")
     print(f"training-loop overhead in Ray: {100 * (local_rate / ray_rate - 1):+.1f}%  (target <= 10%)")
     print(f"whole-run overhead in Ray:     {100 * (ray_wall / local_wall - 1):+.1f}%")

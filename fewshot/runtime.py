@@ -12,6 +12,10 @@ from fewshot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The same settings as environment variables, for processes started by others (Ray workers): glibc reads
+# them at start-up, and MALLOC_ARENA_MAX=1 also covers threads, whose arenas mallopt does not reach.
+ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4

@@ -22,6 +22,7 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from fewshot.config import ExperimentConfig, config_dict, validate_config
+from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker
 from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.experiment import ExperimentResult, run_experiment
@@ -66,6 +67,9 @@ def run_training(job: TrainJob) -> ray.train.Result:
             name=job.name,
             storage_path=str(job.storage_path),
             failure_config=FailureConfig(max_failures=job.max_failures),
+            # Train workers run the loop in a thread, whose malloc arena ignores the main arena's settings:
+            # one arena, tuned from process start, keeps the in-process speed (measured 2.2 -> 3.2 episodes/s).
+            worker_runtime_env={"env_vars": ALLOCATOR_ENV},
         ),
     )
     return trainer.fit()
