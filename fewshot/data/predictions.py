@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fewshot.atomic import atomic_path
+from fewshot.data.csvfile import read_text_csv
 from fewshot.errors import DataError
 
 
@@ -51,12 +52,7 @@ def write_predictions(path: Path, episode_ids: Sequence[str], predictions: np.nd
 
 def read_predictions(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     """Read a predictions or ground-truth CSV: episode ids and an ``(n_episodes, n_query)`` int array."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+    frame = read_text_csv(path)
     expected = ["episode_id"] + [f"query{i}" for i in range(len(frame.columns) - 1)]
     if list(frame.columns) != expected or len(expected) < 2:
         raise DataError(f"{path}: header must be episode_id,query0,...,queryN; found {','.join(frame.columns)}")

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from fewshot.data.csvfile import read_text_csv
 from fewshot.errors import DataError
 
 REQUIRED_COLUMNS = ("id", "filename", "label")
@@ -63,7 +63,7 @@ def read_image_csv(csv_path: Path, image_dir: Path | None = None) -> ImageTable:
     """
     csv_path = Path(csv_path)
     image_dir = Path(image_dir) if image_dir is not None else csv_path.with_suffix("")
-    frame = _read_csv(csv_path)
+    frame = read_text_csv(csv_path, blank_as_na=True)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -120,15 +120,6 @@ def open_split(root: Path, split: str, dirs: tuple[str, ...] = FEWSHOT_DIRS) -> 
             return read_image_folder(folder)
     tried = ", ".join(str(root / d / f"{split}.csv") for d in dirs)
     raise DataError(f"no '{split}' split under {root}: looked for {tried} and ImageFolder trees beside them")
-
-
-def _read_csv(csv_path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""], index_col=False)
-    except FileNotFoundError as err:
-        raise DataError(f"{csv_path}: file not found") from err
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{csv_path}: not a readable CSV file ({err})") from err
 
 
 def _check_files_exist(csv_path: Path, paths: tuple[Path, ...]) -> None:

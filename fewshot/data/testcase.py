@@ -17,6 +17,7 @@ import torch
 
 from fewshot.atomic import atomic_path
 from fewshot.data.cache import ImageBank
+from fewshot.data.csvfile import read_text_csv
 from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec
 from fewshot.data.predictions import read_predictions, write_predictions
 from fewshot.data.tables import ImageTable
@@ -35,12 +36,7 @@ class Testcase:
 
 def read_testcase(path: Path, way: int, shot: int) -> Testcase:
     """Read a testcase CSV whose episodes are ``way``-way ``shot``-shot (the query count is inferred)."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: testcase file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+    frame = read_text_csv(path)
     n_support = way * shot
     n_query = frame.shape[1] - 1 - n_support
     if n_query < way or n_query % way:

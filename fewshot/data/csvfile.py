@@ -1,0 +1,22 @@
+"""Reading the course's CSV files: every cell as text (ids such as ``007`` or ``NA`` stay as written), and a
+missing or unreadable file as a :class:`DataError` naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fewshot.errors import DataError
+
+
+def read_text_csv(path: Path, blank_as_na: bool = False) -> pd.DataFrame:
+    """Read ``path`` with every column as ``str``; with ``blank_as_na`` empty cells become NaN."""
+    try:
+        return pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_values=[""] if blank_as_na else None, index_col=False
+        )
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV file ({err})") from None
