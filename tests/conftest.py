@@ -86,6 +86,8 @@ def tiny_overrides(root: Path, **extra: object) -> list[str]:
         "train.val_episodes": 10,
         "train.log_every": 3,
         "train.device": "cpu",
+        # 10 queries: not the shape of the built-in val_testcase.csv (15), so the runs use 20 generated episodes
+        "eval_episode.query": 10,
         **extra,
     }
     return [f"{key}={value}" for key, value in values.items()]

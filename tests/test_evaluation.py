@@ -64,9 +64,9 @@ def test_predict_writes_the_course_format_and_matches_training_evaluation(tiny_b
         device="cpu",
     )
     header = out.read_text().splitlines()[0].split(",")
-    assert header == ["episode_id"] + [f"query{i}" for i in range(75)]
+    assert header == ["episode_id"] + [f"query{i}" for i in range(50)]
     ids, values = read_predictions(out)
-    assert ids == data.testcase.episode_ids and values.shape == (20, 75)
+    assert ids == data.testcase.episode_ids and values.shape == (20, 50)
     assert set(np.unique(values)) <= set(range(5))
     assert prediction.score is not None and result.score is not None
     assert prediction.score.mean == result.score.mean  # the same checkpoint scores the same on the same episodes
@@ -78,7 +78,7 @@ def test_evaluate_without_answers_predicts_but_does_not_score(tiny_builtin: Path
     data = load_fewshot_data(config.data, *episode_specs(config))
     unlabelled = [type(e)(e.spec, e.support, e.query, torch.full_like(e.query_labels, -1)) for e in data.val_episodes]
     result = evaluate(build_method(config), data.val, unlabelled[:4])
-    assert result.score is None and result.predictions.shape == (4, 75)
+    assert result.score is None and result.predictions.shape == (4, 50)
 
 
 def test_jobs_report_user_errors_in_one_line(tiny_builtin: Path, tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,13 +33,34 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
     """``ray start --head`` with auth disabled (a local cluster), the venv first on PATH as after activation."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     port, dashboard = _free_port(), _free_port()
-    start = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
+    # --block keeps this head in the foreground: interrupting it stops its own processes, and only those
+    # (``ray stop`` would stop every Ray on the machine).
+    start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dashboard}"
     try:
-        yield f"http://127.0.0.1:{dashboard}", env
+        _wait_for_dashboard(address, head)
+        yield address, env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.send_signal(signal.SIGINT)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}")
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"Ray dashboard at {address} did not answer in {timeout:.0f}s")
 
 
 def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
@@ -51,7 +75,11 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
         "python", "jobs/sweep_distance.py", "--data-root", str(tiny_builtin), "--results", str(results),
         "--epochs", "1", "--episodes", "4", "data.image_size=32", "data.n_val_episodes=20", "train.val_episodes=10",
     ]  # fmt: skip
-    job = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    for _ in range(10):  # the job agent may come up a little after the dashboard answers
+        job = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        if "No available agent to submit job" not in job.stderr:
+            break
+        time.sleep(3)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "| euclidean" in job.stdout and "| transformed" in job.stdout
 

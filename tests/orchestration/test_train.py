@@ -47,9 +47,24 @@ def test_two_data_parallel_workers_train_and_only_rank_0_logs(
     assert "val_acc" in client.get_run(job.mlflow_run_id).data.metrics
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _worker_pids() -> list[int]:
+    """Ray Train worker processes of this test's own Ray (descendants of this process), never anyone else's."""
     out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
+    mine = []
+    for pid in map(int, out.split()):
+        ancestor = pid
+        while ancestor > 1 and ancestor != os.getpid():
+            ancestor = _parent(ancestor)
+        if ancestor == os.getpid():
+            mine.append(pid)
+    return mine
 
 
 def test_a_killed_worker_resumes_from_its_last_checkpoint(local_ray: None, tiny_builtin: Path, tmp_path: Path) -> None:
