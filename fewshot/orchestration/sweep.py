@@ -45,9 +45,10 @@ class Sweep:
 
 
 def connect_ray() -> None:
-    """Join the cluster a job was submitted to (``RAY_ADDRESS``), or start a local Ray."""
+    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it; ``auto`` finds a ``ray start``
+    cluster), else start a private local Ray — never a stale cluster some earlier ``ray start`` left behind."""
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
 
 
 def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:

@@ -48,6 +48,9 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             head.kill()
+        current = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would clean up after this head
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float = 120) -> None:
