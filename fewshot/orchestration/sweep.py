@@ -79,13 +79,13 @@ def _run_variant(
         job = TrainJob(variant.config, f"{sweep.name}-{_slug(variant.name)}-{run_id[:8]}", run_dir,
                        sweep_dir / "ray", tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
         run_training(job)
-    except KeyboardInterrupt as err:
-        tracker.finish(run_id, err)
-        raise
     except Exception as err:  # one failed configuration must not lose the others
         log.error("%s failed: %s", variant.name, err)
         tracker.finish(run_id, err)
         return
+    except BaseException as err:  # Ctrl-C (Ray's trainer turns SIGINT into SystemExit): end the run, stop
+        tracker.finish(run_id, err)
+        raise
     tracker.finish(run_id)
 
 

@@ -94,11 +94,12 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), folder)
 
     def finish(self, run_id: str, error: BaseException | None = None) -> None:
-        """End a run: FINISHED, or FAILED with the error recorded (KILLED when interrupted)."""
+        """End a run: FINISHED, or FAILED with the error recorded (KILLED when interrupted or exited)."""
         if error is None:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
             return
-        status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
+        interrupted = isinstance(error, KeyboardInterrupt | SystemExit)  # Ray turns SIGINT into SystemExit
+        status = RunStatus.KILLED if interrupted else RunStatus.FAILED
         self.set_tags(run_id, {"error": f"{type(error).__name__}: {error}"[:5000]})
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 

@@ -60,3 +60,33 @@ def test_seeds_multiply_variants_with_distinct_seeds() -> None:
         ("euclidean/seed2", 2),
     ]
     assert len(runs) == 6
+
+
+def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+    from mlflow import MlflowClient
+
+    from fewshot.orchestration import sweep as sweep_module
+    from fewshot.tracking.runs import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep = _job("sweep_distance").make_sweep(base_config(_args()))
+    parent = tracker.start_run(sweep.study, sweep.name)
+
+    def fail(job):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(sweep_module, "run_training", fail)
+    sweep_module._run_variant(sweep, sweep.variants[0], tracker, parent, tmp_path, 1, False)  # goes on
+
+    def interrupt(job):
+        raise SystemExit(1)  # what Ray's trainer raises on Ctrl-C
+
+    monkeypatch.setattr(sweep_module, "run_training", interrupt)
+    with pytest.raises(SystemExit):
+        sweep_module._run_variant(sweep, sweep.variants[1], tracker, parent, tmp_path, 1, False)
+    runs = {r.info.run_name: r for r in tracker.children(parent)}
+    assert runs["euclidean"].info.status == "FAILED"
+    assert runs["euclidean"].data.tags["error"] == "RuntimeError: out of memory"
+    assert runs["cosine"].info.status == "KILLED"
+    assert MlflowClient(tracker.uri).get_run(parent).info.status == "RUNNING"  # the caller's to end

@@ -44,9 +44,10 @@ def test_a_failing_run_ends_failed_with_the_error(tracker: Tracker) -> None:
     assert run.data.tags["error"] == "RuntimeError: worker died"
 
 
-def test_an_interrupted_run_ends_killed(tracker: Tracker) -> None:
-    with pytest.raises(KeyboardInterrupt), tracker.run("distance", "stopped") as run_id:
-        raise KeyboardInterrupt
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+def test_an_interrupted_run_ends_killed(tracker: Tracker, interruption: type[BaseException]) -> None:
+    with pytest.raises(interruption), tracker.run("distance", "stopped") as run_id:
+        raise interruption
     assert MlflowClient(tracker.uri).get_run(run_id).info.status == "KILLED"
 
 
