@@ -113,3 +113,19 @@ def test_mean_colour_baseline_reads_colour_and_only_colour(course_data, tiny_bui
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"data.n_val_episodes": 200}))
     builtin = load_fewshot_data(config.data, *episode_specs(config))
     assert mean_colour_baseline(builtin.val, builtin.val_episodes).mean < 32
+
+
+def test_prepare_data_job_checks_decodes_and_summarises(tiny_builtin: Path) -> None:
+    args = [f"data.root={tiny_builtin}", "data.image_size=32", "eval.query=10", "data.n_val_episodes=20"]
+    done = subprocess.run(
+        [sys.executable, "jobs/prepare_data.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "160 images, 8 classes (20-20 per class)" in done.stdout
+    assert "20 × 5-way 1-shot 10-query" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "jobs/prepare_data.py", f"data.root={tiny_builtin}", "train.way=50"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: 50-way 1-shot 15-query episodes need 50 classes, but the data has only 8"
