@@ -7,8 +7,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from fewshot.config import parse_override
 from fewshot.errors import FewshotError
 from fewshot.runtime import tune_allocator
 
@@ -66,3 +67,8 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     flags = {"data.root": args.data_root, "train.epochs": args.epochs,
              "train.episodes_per_epoch": args.episodes, "train_episode.way": args.train_way}  # fmt: skip
     return [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
+def parse_override_map(overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-3", ...]`` -> ``{"train.lr": 0.001, ...}`` (later overrides win)."""
+    return {".".join(keys): value for keys, value in map(parse_override, overrides)}

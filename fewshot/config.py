@@ -106,10 +106,10 @@ M = TypeVar("M", bound=BaseModel)
 
 def load_config(model: type[M], path: Path | str | None = None, overrides: Sequence[str] = ()) -> M:
     """Build a ``model`` from an optional YAML file, then apply ``key.sub=value`` overrides in order."""
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = read_yaml(Path(path)) if path is not None else {}
     for override in overrides:
         keys, value = parse_override(override)
-        _set_nested(data, keys, value, override)
+        set_nested(data, keys, value, override)
     return validate_config(model, data, str(path) if path is not None else "")
 
 
@@ -162,7 +162,8 @@ def flatten(config: BaseModel) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file or bad YAML is a :class:`ConfigError` naming it."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -178,7 +179,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _set_nested(data: dict[str, Any], keys: list[str], value: Any, override: str) -> None:
+def set_nested(data: dict[str, Any], keys: list[str], value: Any, override: str) -> None:
+    """``data[k1][k2]... = value``; ``override`` names the setting in errors."""
     for key in keys[:-1]:
         node = data.setdefault(key, {})
         if not isinstance(node, dict):

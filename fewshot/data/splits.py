@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from fewshot.errors import DataError
 from fewshot.paths import cache_root
 
 log = logging.getLogger(__name__)
+
+# How a split becomes a bank: ``(table, image_size, resize, cache_dir) -> ImageBank``. The default decodes
+# through the on-disk cache; a cluster passes one that reads a bank already shared in memory.
+BankLoader = Callable[[ImageTable, int, bool, Path | None], ImageBank]
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ def data_root(config: DataConfig) -> Path:
 
 
 def load_fewshot_data(
-    config: DataConfig, train_spec: EpisodeSpec, eval_spec: EpisodeSpec, seed: int = 0
+    config: DataConfig, train_spec: EpisodeSpec, eval_spec: EpisodeSpec, seed: int = 0, load: BankLoader = load_bank
 ) -> FewShotData:
     """Read, validate and decode the train and validation splits and their evaluation episodes.
 
@@ -51,8 +56,8 @@ def load_fewshot_data(
     # Building a sampler checks that the data can fill such episodes (enough classes and images per class).
     EpisodeSampler(train_table.label_indices(), train_table.classes, train_spec, seed)
     testcase_path = config.val_episodes or _default_testcase(config, val_table, eval_spec, seed)
-    train = load_bank(train_table, config.image_size, config.resize, config.cache_dir)
-    val = load_bank(val_table, config.image_size, config.resize, config.cache_dir)
+    train = load(train_table, config.image_size, config.resize, config.cache_dir)
+    val = load(val_table, config.image_size, config.resize, config.cache_dir)
     testcase, episodes = load_fixed_episodes(Path(testcase_path), val, eval_spec.way, eval_spec.shot)
     if config.val_episodes is None and testcase.spec != eval_spec:
         raise DataError(f"{testcase_path}: holds {testcase.spec} episodes, the run evaluates {eval_spec}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,8 +48,23 @@ class Sweep:
 def connect_ray() -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it; ``auto`` finds a ``ray start``
     cluster), else start a private local Ray — never a stale cluster some earlier ``ray start`` left behind."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return
+    # Ray's own helpers (Train's placement-group cleaner) find "the" cluster through the state API; with two
+    # local Rays on one machine they cannot tell which, and leak the resources of finished runs. Name ours:
+    # its processes inherit this variable.
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(address="local", dashboard_port=port)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:

@@ -125,6 +125,19 @@ class Tracker:
             )
         )
 
+    def find_child(self, parent: str, tag: str, value: str) -> str | None:
+        """The id of ``parent``'s child run tagged ``tag=value`` (e.g. a Tune trial id), if there is one."""
+        for run in self.children(parent):
+            if run.data.tags.get(tag) == value:
+                return run.info.run_id
+        return None
+
+    def reopen(self, run_id: str) -> None:
+        """Mark an ended run RUNNING again: a resumed trial or study continues in its own run."""
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if "error" in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, "error")
+
     def _artifact_root(self, name: str) -> str | None:
         if self.uri.startswith("sqlite:///"):
             store_dir = Path(self.uri.removeprefix("sqlite:///")).parent

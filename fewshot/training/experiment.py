@@ -15,9 +15,10 @@ import torch
 
 from fewshot.atomic import write_text_atomic
 from fewshot.config import ExperimentConfig, config_dict, to_yaml
+from fewshot.data.cache import load_bank
 from fewshot.data.episodes import EpisodeSpec
 from fewshot.data.predictions import Score, write_predictions
-from fewshot.data.splits import FewShotData, load_fewshot_data
+from fewshot.data.splits import BankLoader, FewShotData, load_fewshot_data
 from fewshot.errors import ConfigError
 from fewshot.evaluation import evaluate, mean_colour_baseline
 from fewshot.methods.base import EpisodicMethod
@@ -49,12 +50,14 @@ def run_experiment(
     reporter: Reporter | None = None,
     placement: Placement | None = None,
     resume: dict[str, Any] | None = None,
+    load: BankLoader = load_bank,
 ) -> ExperimentResult:
-    """Train and evaluate ``config`` in ``run_dir``; ``resume`` overrides the run folder's own ``last.pt``."""
+    """Train and evaluate ``config`` in ``run_dir``; ``resume`` overrides the run folder's own ``last.pt``,
+    ``load`` how the decoded splits are obtained (default: the on-disk cache)."""
     tune_allocator()
     placement = placement or Placement(device=select_device(config.train.device))
     run_dir = Path(run_dir)
-    data = load_fewshot_data(config.data, *episode_specs(config), seed=config.seed)
+    data = load_fewshot_data(config.data, *episode_specs(config), seed=config.seed, load=load)
     resume = resume if resume is not None else _resumable(config, run_dir)
     if placement.rank == 0:
         write_text_atomic(run_dir / "config.yaml", to_yaml(config))

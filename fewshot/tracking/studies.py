@@ -1,0 +1,144 @@
+"""A tuning study read back from MLflow: one row per trial, the best configuration, Optuna's plots.
+
+Every trial is a child run of the study's parent run, tagged with its Tune ``trial_id`` and ASHA's verdict
+(``completed`` or ``stopped at epoch e``), holding its config as params and ``val_acc`` per epoch. A
+completed trial's last ``val_acc`` is its final score on every fixed validation episode.
+
+Trials are ranked: completed ones by that final score, then stopped ones by their best validation score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+
+from fewshot.atomic import write_text_atomic
+from fewshot.config import ExperimentConfig, to_yaml
+from fewshot.search import SearchSpace
+from fewshot.tracking.runs import Tracker
+from fewshot.viz.plots import optuna_plots
+
+log = logging.getLogger(__name__)
+
+COMPLETED = "completed"
+VERDICT_TAG = "asha"
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    table: pd.DataFrame  # one row per trial, best first
+    best_config: Path | None
+    files: list[Path]
+
+    def to_markdown(self) -> str:
+        return self.table.drop(columns=["run_id", "curve"]).to_markdown(index=False, floatfmt=".4g")
+
+
+def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
+    """The study's trials: searched ``keys``, verdict, epochs and episodes spent, best and final accuracy."""
+    rows = []
+    for run in tracker.children(parent):
+        run_id, tags, params = run.info.run_id, run.data.tags, run.data.params
+        curve = _first_per_step(tracker, run_id, "val_acc")
+        epochs = max((m.step for m in tracker.client.get_metric_history(run_id, "loss")), default=0)
+        verdict = tags.get(VERDICT_TAG) or ("failed" if run.info.status == "FAILED" else run.info.status.lower())
+        completed = verdict == COMPLETED
+        rows.append(
+            {
+                "trial": tags.get("trial_id", run.info.run_name),
+                **{key: _value(params.get(key)) for key in keys},
+                "verdict": verdict,
+                "epochs": epochs,
+                "episodes": epochs * int(params.get("train.episodes_per_epoch", 0)),
+                "best_val_acc": max(curve.values(), default=math.nan),
+                "final_acc": run.data.metrics.get("val_acc", math.nan) if completed else math.nan,
+                "final_ci95": run.data.metrics.get("val_ci95", math.nan) if completed else math.nan,
+                "run_id": run_id,
+                "curve": curve,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["_done"] = table["verdict"] == COMPLETED
+    table = table.sort_values(["_done", "final_acc", "best_val_acc"], ascending=False, na_position="last")
+    return table.drop(columns="_done").reset_index(drop=True)
+
+
+def publish_study(
+    tracker: Tracker, parent: str, space: SearchSpace, base: ExperimentConfig, out_dir: Path
+) -> StudySummary:
+    """Write the trial table, the best config and Optuna's plots to ``out_dir`` and log them on ``parent``."""
+    table = trial_table(tracker, parent, list(space.params))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    summary = StudySummary(table, None, files)
+    if table.empty:
+        return summary
+    csv = out_dir / "trials.csv"
+    write_text_atomic(csv, table.drop(columns=["curve"]).to_csv(index=False))
+    write_text_atomic(out_dir / "trials.md", summary.to_markdown() + "\n")
+    files += [csv, out_dir / "trials.md"]
+    completed = table[table["verdict"] == COMPLETED]
+    best_config = None
+    if not completed.empty:
+        best = completed.iloc[0]
+        config = space.trial_config({key: best[key] for key in space.params}, base)
+        best_config = out_dir / "best-config.yaml"
+        header = f"# best trial {best['trial']} of the study: {best['final_acc']:.2f} ± {best['final_ci95']:.2f} %\n"
+        write_text_atomic(best_config, header + to_yaml(config))
+        files.append(best_config)
+        tracker.log_metrics(parent, {"best_val_acc": float(best["final_acc"]),
+                                     "best_val_ci95": float(best["final_ci95"])}, step=0)  # fmt: skip
+        tracker.set_tags(parent, {"best_trial": best["trial"], "best_run_id": best["run_id"]})
+    tracker.log_metrics(parent, {"trials": float(len(table)), "episodes": float(table["episodes"].sum())}, step=0)
+    files += optuna_plots(optuna_study(table, space), out_dir)
+    for path in files:
+        tracker.log_artifact(parent, path)
+    return StudySummary(table, best_config, files)
+
+
+def optuna_study(table: pd.DataFrame, space: SearchSpace) -> optuna.Study:
+    """The trials as an Optuna study: completed ones with their final score, ASHA-stopped ones as pruned,
+    each with its per-epoch validation curve as intermediate values."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    distributions = space.distributions()
+    for row_dict in table.to_dict("records"):
+        params = {key: row_dict[key] for key in space.params}
+        if any(_missing(value) for value in params.values()) or not row_dict["curve"]:
+            continue
+        completed = row_dict["verdict"] == COMPLETED and not math.isnan(row_dict["final_acc"])
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                value=row_dict["final_acc"] if completed else None,
+                intermediate_values={int(k): v for k, v in row_dict["curve"].items()},
+                state=optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.PRUNED,
+            )
+        )
+    return study
+
+
+def _first_per_step(tracker: Tracker, run_id: str, key: str) -> dict[int, float]:
+    """The first value logged at each step (a completed run logs its final score again at the last step)."""
+    out: dict[int, float] = {}
+    for metric in sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+        out.setdefault(metric.step, metric.value)
+    return out
+
+
+def _value(text: str | None) -> Any:
+    return None if text is None else yaml.safe_load(text)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
