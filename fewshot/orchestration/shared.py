@@ -38,6 +38,11 @@ class SharedBanks:
 
     refs: dict[BankKey, ray.ObjectRef] = field(default_factory=dict)
 
+    def share(self, table: ImageTable, image_size: int, resize: bool, images: np.ndarray) -> SharedBanks:
+        """These banks plus ``table``'s decoded ``images`` (``(N, 3, S, S)`` uint8), put in the object store."""
+        ref = ray.put(np.ascontiguousarray(images))
+        return SharedBanks({**self.refs, _key(table, image_size, resize): ref})
+
     def load(self, table: ImageTable, image_size: int, resize: bool, cache_dir: Path | None) -> ImageBank:
         ref = self.refs.get(_key(table, image_size, resize))
         if ref is None:
@@ -54,14 +59,14 @@ class SharedBanks:
 def share_banks(config: DataConfig, splits: tuple[str, ...] | None = None) -> SharedBanks:
     """Decode ``splits`` (default: the train and validation splits of ``config``) and put them in the store."""
     root = data_root(config)
-    refs = {}
+    shared = SharedBanks()
     for split in splits or (config.train_split, config.val_split):
         table = open_split(root, split)
         bank = load_bank(table, config.image_size, config.resize, config.cache_dir)
-        refs[_key(table, config.image_size, config.resize)] = ray.put(np.ascontiguousarray(bank.images.numpy()))
+        shared = shared.share(table, config.image_size, config.resize, bank.images.numpy())
         log.info("shared %s split (%d images, %.0f MiB) in the object store", split, len(bank),
                  bank.images.numel() / 2**20)  # fmt: skip
-    return SharedBanks(refs)
+    return shared
 
 
 def _key(table: ImageTable, image_size: int, resize: bool) -> BankKey:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 METRIC = "val_acc"
 TRIAL_TAG = "trial_id"
+FINAL_METRIC = "best_epoch"  # logged once a run has trained every epoch and scored its best checkpoint
 MANIFEST = "study.json"
 DEFAULT_GPUS_PER_TRIAL = 0.25  # a Conv4 trial uses a small part of a GPU: four share one
 TRIAL_DRIVER_MEMORY = 512 * 2**20  # bytes: the process that starts a trial's Train run and relays its reports
@@ -191,7 +192,7 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
                 run_config=ray.tune.RunConfig(
                     name=study.name,
                     storage_path=str(study.folder.parent),
-                    callbacks=[Verdicts(tracker.uri, study.parent_run_id, space.epochs(base))],
+                    callbacks=[Verdicts(tracker.uri, study.parent_run_id)],
                     verbose=1,
                 ),
             )
@@ -248,28 +249,39 @@ def _trial(params: dict[str, Any], context: TrialContext) -> None:
         banks=context.banks,
     )
     run_training(job)
+    # Trained every epoch and scored on every fixed episode. A stop ASHA decided meanwhile came too late to
+    # save anything, so the verdict records what happened; trials ASHA did stop are ended by ``Verdicts``.
+    tracker.set_tags(run_id, {VERDICT_TAG: COMPLETED})
+    tracker.finish(run_id)
 
 
 class Verdicts(ray.tune.Callback):
-    """Driver side: ends each trial's MLflow run with ASHA's verdict as a tag (or the trial's error).
+    """Driver side: ends the MLflow run of each trial ASHA stopped (``stopped at epoch e``, e the last epoch
+    it trained), or that failed; a trial that ran to the end has already tagged itself ``completed``.
 
     Tune saves it with the study's state, so it holds only plain values and opens the store when called.
     """
 
-    def __init__(self, tracking_uri: str, parent: str, max_epochs: int) -> None:
-        self.tracking_uri, self.parent, self.max_epochs = tracking_uri, parent, max_epochs
+    def __init__(self, tracking_uri: str, parent: str) -> None:
+        self.tracking_uri, self.parent = tracking_uri, parent
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         tracker = Tracker(self.tracking_uri)
         run_id = tracker.find_child(self.parent, TRIAL_TAG, trial.trial_id)
         if run_id is None:
             return
-        last = trial.last_result or {}
-        epoch = int(last.get("epoch", 0))
-        verdict = COMPLETED if epoch >= self.max_epochs else f"stopped at epoch {epoch}"
-        tracker.set_tags(run_id, {VERDICT_TAG: verdict})
-        tracker.finish(run_id)
-        log.info("trial %s: %s (%s %.2f)", trial.trial_id, verdict, METRIC, last.get(METRIC, math.nan))
+        run = tracker.client.get_run(run_id)
+        if run.info.status == "RUNNING":
+            if FINAL_METRIC in run.data.metrics:  # stopped between its final score and its own verdict
+                verdict = COMPLETED
+            else:
+                epochs = max((m.step for m in tracker.client.get_metric_history(run_id, "loss")), default=0)
+                verdict = f"stopped at epoch {epochs}"
+            tracker.set_tags(run_id, {VERDICT_TAG: verdict})
+            tracker.finish(run_id)
+        score = (trial.last_result or {}).get(METRIC, math.nan)
+        log.info("trial %s: %s (%s %.2f)", trial.trial_id, tracker.client.get_run(run_id).data.tags[VERDICT_TAG],
+                 METRIC, score)  # fmt: skip
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         tracker = Tracker(self.tracking_uri)

@@ -1,0 +1,164 @@
+"""Tuning studies: trial sizing, and ``jobs/tune.py`` end to end on a real local Ray and MLflow store —
+interrupted by Ctrl-C or by killing the driver, then resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from fewshot.config import ExperimentConfig, load_config
+from fewshot.errors import ConfigError
+from fewshot.orchestration.tune import TrialPlan, plan_trials
+
+REPO = Path(__file__).resolve().parents[2]
+
+SPACE = """
+method: protonet
+samples: 4
+asha: {grace_period: 1, reduction_factor: 2}
+fixed:
+  train.epochs: 3
+  train.episodes_per_epoch: 4
+  train.val_episodes: 10
+  train.log_every: 4
+  train.device: cpu
+  data.image_size: 32
+  data.n_val_episodes: 20
+  eval_episode.query: 10
+params:
+  train_episode.way: {type: int, low: 2, high: 5}
+  train.optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+"""
+
+
+def test_trials_are_sized_from_the_cluster() -> None:
+    assert plan_trials({"CPU": 2}, samples=9) == TrialPlan({"CPU": 1}, False, 2)
+    assert plan_trials({"CPU": 2}, samples=1) == TrialPlan({"CPU": 1}, False, 1)
+    assert plan_trials({"CPU": 8}, samples=9, cpus_per_trial=3) == TrialPlan({"CPU": 3}, False, 2)
+    assert plan_trials({"CPU": 16, "GPU": 1}, samples=9) == TrialPlan({"CPU": 4, "GPU": 0.25}, True, 4)
+    assert plan_trials({"CPU": 16, "GPU": 2}, samples=9, gpus_per_trial=0.5) == TrialPlan(
+        {"CPU": 4, "GPU": 0.5}, True, 4
+    )
+    assert plan_trials({"CPU": 2, "GPU": 1}, samples=9, gpus_per_trial=0.25) == TrialPlan(
+        {"CPU": 1, "GPU": 0.25}, True, 2
+    )  # never more trials than CPUs for their workers
+
+
+@pytest.mark.parametrize(
+    ("cluster", "kwargs", "message"),
+    [
+        ({"CPU": 2}, {"gpus_per_trial": 0.5}, "no GPUs"),
+        ({"CPU": 2}, {"cpus_per_trial": 4}, "has 2 CPUs"),
+        ({"CPU": 4, "GPU": 1}, {"gpus_per_trial": 1.5}, "fraction of one GPU"),
+        ({"CPU": 4, "GPU": 1}, {"gpus_per_trial": 2}, "fraction of one GPU"),
+    ],
+)
+def test_impossible_trial_sizes_are_errors(cluster: dict[str, float], kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_trials(cluster, samples=4, **kwargs)
+
+
+def _tune(results: Path, cache: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FEWSHOT_CACHE": str(cache)}
+    command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--results", str(results), *args]
+    log = (results.parent / f"tune-{time.monotonic_ns()}.log").open("w")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _runs(store: Path) -> list[Run]:
+    if not any(store.parent.glob("tune/*/study.json")):  # until then the job may still be creating the store
+        return []
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("tune-protonet")
+    return [] if experiment is None else list(client.search_runs([experiment.experiment_id]))
+
+
+def _wait_for(condition: Callable[[list[Run]], bool], store: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the study ended before it could be interrupted"
+        if condition(_runs(store)):
+            return
+        time.sleep(1)
+    raise TimeoutError("the study did not get far enough in time")
+
+
+def _trials(runs: list[Run]) -> list[Run]:
+    return [run for run in runs if "trial_id" in run.data.tags]
+
+
+def _study_dir(results: Path) -> Path:
+    (folder,) = (results / "tune").iterdir()
+    return folder
+
+
+def _check_resumed_study(results: Path, finished_before: dict[str, int]) -> None:
+    store = results / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{store}")
+    runs = _runs(store)
+    trials = _trials(runs)
+    (parent,) = [run for run in runs if "trial_id" not in run.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert len(trials) == 4 and len({t.data.tags["trial_id"] for t in trials}) == 4  # no duplicate trial runs
+    assert all(t.info.status == "FINISHED" and t.data.tags["asha"] for t in trials)
+    for trial in trials:
+        steps = [m.step for m in client.get_metric_history(trial.info.run_id, "loss")]
+        assert steps == sorted(set(steps)), f"epochs logged twice: {steps}"
+        if trial.info.run_id in finished_before:  # finished before the interruption: not run again
+            assert trial.info.end_time == finished_before[trial.info.run_id]
+    completed = [t for t in trials if t.data.tags["asha"] == "completed"]
+    assert completed and all(t.data.metrics["val_acc"] > 0 for t in completed)
+    folder = _study_dir(results)
+    best = load_config(ExperimentConfig, folder / "best-config.yaml")
+    assert best.train.epochs == 3 and 2 <= best.train_episode.way <= 5
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "trials.md", "best-config.yaml", "optuna-curves.png"} <= logged
+    assert len((folder / "trials.csv").read_text().splitlines()) == 5
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ctrl_c_then_resume_finishes_the_study_without_rerunning_trials(
+    tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    results = tmp_path / "results"
+    study = _tune(results, isolated_cache, "--space", str(tmp_path / "space.yaml"), "--data-root", str(tiny_builtin))
+    store = results / "mlflow.db"
+    _wait_for(lambda runs: any(t.info.status == "FINISHED" for t in _trials(runs)), store, study, timeout=300)
+    study.send_signal(signal.SIGINT)
+    assert study.wait(timeout=180) == 130
+    runs = _runs(store)
+    assert all(run.info.status in ("FINISHED", "KILLED") for run in runs)  # nothing left RUNNING
+    assert [run.info.status for run in runs if "trial_id" not in run.data.tags] == ["KILLED"]
+    finished = {t.info.run_id: t.info.end_time for t in _trials(runs) if t.info.status == "FINISHED"}
+    assert finished
+    resumed = _tune(results, isolated_cache, "--resume")
+    assert resumed.wait(timeout=400) == 0
+    _check_resumed_study(results, finished)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_killed_driver_leaves_a_study_that_resumes(tiny_builtin: Path, tmp_path: Path, isolated_cache: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    results = tmp_path / "results"
+    study = _tune(results, isolated_cache, "--space", str(tmp_path / "space.yaml"), "--data-root", str(tiny_builtin))
+    store = results / "mlflow.db"
+    _wait_for(lambda runs: any(t.info.status == "FINISHED" for t in _trials(runs)), store, study, timeout=300)
+    os.killpg(study.pid, signal.SIGKILL)  # the driver and the local Ray it started, at once
+    study.wait(timeout=60)
+    time.sleep(2)
+    finished = {t.info.run_id: t.info.end_time for t in _trials(_runs(store)) if t.info.status == "FINISHED"}
+    resumed = _tune(results, isolated_cache, "--resume", str(_study_dir(results)))
+    assert resumed.wait(timeout=400) == 0
+    _check_resumed_study(results, finished)
