@@ -60,6 +60,32 @@ class ModelConfig(Strict):
     relation_hidden: int = Field(256, ge=1)
 
 
+class HallucinationConfig(Strict):
+    """Wang et al. 2018: a generator G(feature ⊕ noise) adds ``m`` fake features per real support feature."""
+
+    m: int = Field(10, ge=0)  # fake features per real support feature, in training
+    eval_m: int | None = Field(None, ge=0)  # in evaluation (default: m)
+    noise_dim: int = Field(128, ge=1)
+    hidden: int = Field(400, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class AfhnConfig(Strict):
+    """AFHN (Li et al. CVPR 2020): a conditional WGAN-GP generator of support features, with a classification
+    regulariser on the fakes and an anti-collapse regulariser. G and D have their own Adam optimisers."""
+
+    fakes: int = Field(2, ge=2)  # fake features per support (from as many noises); 2 feed the anti-collapse term
+    noise_dim: int = Field(128, ge=1)
+    hidden: int = Field(400, ge=1)
+    g_lr: float = Field(1e-4, gt=0)
+    d_lr: float = Field(1e-4, gt=0)
+    adversarial_weight: float = Field(0.1, ge=0)  # of the generator's WGAN loss
+    classification_weight: float = Field(1.0, ge=0)  # of cross-entropy on the fake features
+    anti_collapse_weight: float = Field(1.0, ge=0)
+    gradient_penalty: float = Field(10.0, ge=0)  # WGAN-GP's lambda
+    pretrain_epochs: int = Field(0, ge=0)  # epochs of plain ProtoNet training before G and D join
+
+
 class OptimConfig(Strict):
     name: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -91,9 +117,11 @@ class TrainConfig(Strict):
 class ExperimentConfig(Strict):
     """A whole few-shot run: data, model, training, and the episode shapes of training and evaluation."""
 
-    method: Literal["protonet"] = "protonet"
+    method: Literal["protonet", "hallucination", "afhn"] = "protonet"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    hallucination: HallucinationConfig = HallucinationConfig()
+    afhn: AfhnConfig = AfhnConfig()
     train: TrainConfig = TrainConfig()
     train_episode: EpisodeConfig = EpisodeConfig()
     eval_episode: EpisodeConfig = EpisodeConfig()

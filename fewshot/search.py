@@ -116,7 +116,7 @@ class AshaConfig(Strict):
 class SearchSpace(Strict):
     """A study's search space; trials maximise the validation accuracy reported each epoch (``val_acc``)."""
 
-    method: Literal["protonet"] = "protonet"
+    method: Literal["protonet", "hallucination", "afhn"] = "protonet"
     samples: int = Field(10, ge=1)
     asha: AshaConfig = AshaConfig()
     fixed: dict[str, Any] = Field(default_factory=dict)

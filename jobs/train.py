@@ -2,8 +2,11 @@
 
     python jobs/train.py                                  # ProtoNet, built-in data, 5-way 1-shot
     python jobs/train.py --config my.yaml model.distance=cosine train.epochs=30 data.root=~/hw4_data
+    python jobs/train.py method=hallucination hallucination.m=50 train_episode.way=30
+    python jobs/train.py method=afhn afhn.pretrain_epochs=5
 
-Writes config.yaml, last.pt/best.pt and predictions.csv to output_dir (default results/train-<time>);
+Writes config.yaml, last.pt/best.pt and predictions.csv (and, for the hallucinating methods, tsne.png) to
+output_dir (default results/train-<time>);
 running again with the same output_dir resumes from last.pt.
 """
 
@@ -25,6 +28,8 @@ def main(args: argparse.Namespace) -> None:
     print(f"val accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.score}")
     print(f"nearest-mean-colour baseline on the same episodes: {result.colour_baseline}")
     print(f"best epoch {result.fit.best_epoch}; checkpoints and predictions in {run_dir.resolve()}")
+    for plot in result.plots:
+        print(f"plot: {plot}")
 
 
 if __name__ == "__main__":

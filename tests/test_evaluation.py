@@ -129,3 +129,25 @@ def test_prepare_data_job_checks_decodes_and_summarises(tiny_builtin: Path) -> N
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: 50-way 1-shot 15-query episodes need 50 classes, but the data has only 8"
+
+
+def test_tsne_job_draws_from_a_hallucination_checkpoint_and_refuses_a_protonet_one(
+    tiny_builtin: Path, tmp_path: Path
+) -> None:
+    for method in ("hallucination", "protonet"):
+        config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, method=method, **{"train.epochs": 1}))
+        run_experiment(config, tmp_path / method)
+    assert (tmp_path / "hallucination" / "tsne.png").is_file()  # every hallucination run draws one
+    out = tmp_path / "again.png"
+    drawn = subprocess.run(
+        [sys.executable, "jobs/tsne.py", "--checkpoint", str(tmp_path / "hallucination" / "best.pt"), "--out",
+         str(out), "--classes", "3", "--per-class", "6", "--fakes", "5"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    assert out.is_file()
+    refused = subprocess.run(
+        [sys.executable, "jobs/tsne.py", "--checkpoint", str(tmp_path / "protonet" / "best.pt")],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "holds a protonet model" in refused.stderr and "Traceback" not in refused.stderr

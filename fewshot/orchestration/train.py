@@ -144,6 +144,6 @@ def _log_final(tracker: Tracker, run_id: str, result: ExperimentResult, run_dir:
         final["colour_baseline_acc"] = result.colour_baseline.mean
     tracker.log_metrics(run_id, final, step=result.fit.history[-1]["epoch"] if result.fit.history else 0)
     curves = learning_curves(result.fit.history, name, run_dir / "learning_curves.png")
-    for path in (run_dir / "config.yaml", result.fit.best_checkpoint, result.predictions, curves):
+    for path in (run_dir / "config.yaml", result.fit.best_checkpoint, result.predictions, curves, *result.plots):
         if path is not None and Path(path).is_file():
             tracker.log_artifact(run_id, Path(path))

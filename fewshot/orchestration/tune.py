@@ -232,6 +232,8 @@ def _trial(params: dict[str, Any], context: TrialContext) -> None:
     if run_id is None:
         tags = {TRIAL_TAG: trial_id, "method": config.method, "seed": config.seed,
                 "train_way": config.train_episode.way, "shot": config.train_episode.shot}  # fmt: skip
+        if config.method == "hallucination":
+            tags["m"] = config.hallucination.m
         run_id = tracker.start_run(study.experiment, tune_context.get_trial_name(), study.parent_run_id, tags)
         tracker.log_params(run_id, flatten(config))
     else:  # the trial restarts after an interruption: same run, same Ray Train folder, from the last epoch

@@ -27,6 +27,7 @@ from fewshot.runtime import select_device, tune_allocator
 from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.loop import FitResult, Placement, Trainer
 from fewshot.training.reporting import Reporter
+from fewshot.viz.tsne import hallucination_tsne
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class ExperimentResult:
     fit: FitResult
     predictions: Path | None
     colour_baseline: Score | None  # nearest-mean-colour accuracy on the same episodes: the floor to beat
+    plots: tuple[Path, ...] = ()  # e.g. the t-SNE of real and hallucinated features
 
 
 def episode_specs(config: ExperimentConfig) -> tuple[EpisodeSpec, EpisodeSpec]:
@@ -80,7 +82,10 @@ def _final_evaluation(
     baseline = mean_colour_baseline(data.val, data.val_episodes)
     log.info("best epoch %d: %s on %d episodes (mean-colour baseline %s) -> %s",
              fit.best_epoch, result.score, len(data.val_episodes), baseline, predictions)  # fmt: skip
-    return ExperimentResult(result.score, fit, predictions, baseline)
+    plots = []
+    if hasattr(method, "hallucinate"):
+        plots.append(hallucination_tsne(method, data.val, run_dir / "tsne.png", placement.device))
+    return ExperimentResult(result.score, fit, predictions, baseline, tuple(plots))
 
 
 def _resumable(config: ExperimentConfig, run_dir: Path) -> dict[str, Any] | None:

@@ -72,12 +72,13 @@ class Trainer:
         self.model = placement.wrap(self.method)  # what training steps call; ``method`` stays unwrapped
         self.objectives = method.objectives()
         train = config.train
-        self.optimizers = [build_optimizer(o.params, train.optim) for o in self.objectives]
+        self.optimizers = [build_optimizer(o.params, o.optim or train.optim) for o in self.objectives]
         self.schedules = [build_schedule(opt, train.schedule, train.epochs) for opt in self.optimizers]
         spec = EpisodeSpec(**config.train_episode.model_dump())
         self.sampler = EpisodeSampler(data.train.labels, data.train.classes, spec, config.seed)
         self.transform = BatchTransform(flip=train.flip)
         self.epoch, self.best_val_acc, self.best_epoch = 0, -1.0, 0
+        self.stepped: set[int] = set()
         self.history: list[dict[str, float]] = []
         if resume is not None:
             self._restore(resume)
@@ -86,9 +87,11 @@ class Trainer:
         """Run the remaining epochs; returns the best validation accuracy and where the checkpoints are."""
         while self.epoch < self.config.train.epochs:
             self.epoch += 1
+            self.stepped = set()  # optimisers that stepped this epoch: only their schedules advance
             metrics = self._train_epoch()
-            for schedule in self.schedules:
-                schedule.step()
+            for i, schedule in enumerate(self.schedules):
+                if i in self.stepped:
+                    schedule.step()
             if self.epoch % self.config.train.val_every == 0 or self.epoch == self.config.train.epochs:
                 metrics.update(self._validate())
             self.history.append({"epoch": self.epoch, **metrics})
@@ -100,6 +103,7 @@ class Trainer:
 
     def _train_epoch(self) -> dict[str, float]:
         train, place = self.config.train, self.placement
+        self.method.start_epoch(self.epoch)
         # Seed the global RNG (dropout, noise) per epoch and rank, so a resumed run continues identically.
         torch.manual_seed(episode_seed(self.config.seed, self.epoch) + place.rank)
         self.model.train()
@@ -124,12 +128,15 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
         # Every objective's gradients are computed before any parameter moves (a GAN's two players see the
         # same state); ``inputs=`` keeps each objective's loss from leaking gradients into the others.
-        for i, objective in enumerate(self.objectives):
-            names = objective.losses or tuple(output.losses)
-            loss = sum(output.losses[name] for name in names)
-            torch.autograd.backward(loss, inputs=objective.params, retain_graph=i < len(self.objectives) - 1)
-        for optimizer in self.optimizers:
-            optimizer.step()
+        # An objective whose losses the step left out (a stage that trains only part of the model) sits it out.
+        active = [i for i, o in enumerate(self.objectives) if set(o.losses or output.losses) & set(output.losses)]
+        for rank, i in enumerate(active):
+            names = self.objectives[i].losses or output.losses
+            loss = sum(output.losses[name] for name in names if name in output.losses)
+            torch.autograd.backward(loss, inputs=self.objectives[i].params, retain_graph=rank < len(active) - 1)
+        for i in active:
+            self.optimizers[i].step()
+            self.stepped.add(i)
         output.metrics["acc"] = (output.logits.argmax(1) == batch.query_labels).float().mean().item()
         return output
 

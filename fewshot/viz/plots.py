@@ -30,7 +30,7 @@ def comparison_bars(table: pd.DataFrame, label: str, title: str, path: Path) -> 
     ax.set_xlabel(label)
     ax.set_ylim(0, min(100, float((table["acc"] + table["err"].fillna(0)).max()) * 1.2 + 5))
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves(history: Sequence[dict[str, float]], title: str, path: Path) -> Path:
@@ -46,10 +46,11 @@ def learning_curves(history: Sequence[dict[str, float]], title: str, path: Path)
     right.set_xlabel("epoch")
     right.set_ylabel("validation accuracy (%)")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
@@ -85,5 +86,5 @@ def optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         figure = axes.figure
         figure.set_size_inches(7, 4.2)
         figure.set_layout_engine("constrained")
-        paths.append(_save(figure, out_dir / name))
+        paths.append(save_figure(figure, out_dir / name))
     return paths

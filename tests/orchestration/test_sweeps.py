@@ -90,3 +90,18 @@ def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp
     assert runs["euclidean"].data.tags["error"] == "RuntimeError: out of memory"
     assert runs["cosine"].info.status == "KILLED"
     assert MlflowClient(tracker.uri).get_run(parent).info.status == "RUNNING"  # the caller's to end
+
+
+def test_hallucination_sweeps_vary_m_and_the_method() -> None:
+    job = _job("sweep_hallucination")
+    base = base_config(_args("--train-way", "30"))
+    m_sweep = job.m_sweep(base)
+    assert [(v.config.method, v.config.hallucination.m, v.tags["m"]) for v in m_sweep.variants] == [
+        ("hallucination", 10, "10"),
+        ("hallucination", 50, "50"),
+        ("hallucination", 100, "100"),
+    ]
+    assert all(v.config.train_episode.way == 30 and v.config.eval_episode.way == 5 for v in m_sweep.variants)
+    methods = job.method_sweep(base)
+    assert [v.config.method for v in methods.variants] == ["protonet", "hallucination", "afhn"]
+    assert (m_sweep.study, m_sweep.by, methods.study, methods.by) == ("hallucination-m", "m", "methods", "method")

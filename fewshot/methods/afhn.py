@@ -1,0 +1,139 @@
+"""Adversarial Feature Hallucination Networks (Li et al., CVPR 2020), on Prototypical Networks.
+
+A conditional generator ``G(s, z)`` hallucinates features of the class whose support feature is ``s``; a
+critic ``D(x, s)`` tells real features of that class (the episode's queries) from fakes, trained as a
+Wasserstein GAN with gradient penalty. Two regularisers shape G: the fakes must be classified as their class
+(classification regulariser), and two fakes from different noises must differ as much as their noises do
+(anti-collapse). Encoder, generator and critic each have their own optimiser and losses (see
+:meth:`AFHN.objectives`); the first ``pretrain_epochs`` epochs train the encoder alone, as plain ProtoNet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fewshot.config import AfhnConfig, OptimConfig
+from fewshot.data.transforms import EpisodeTensors
+from fewshot.methods.base import EpisodicMethod, Objective, StepOutput
+from fewshot.methods.hallucination import Generator, draw_noise
+from fewshot.methods.protonet import prototypes
+
+
+class Critic(nn.Module):
+    """``D(x, s)``: ``(features (B, D), conditions (B, D)) -> scores (B,)``; Linear(2D -> hidden) ->
+    LeakyReLU(0.2) -> Linear(hidden -> 1), no sigmoid (a Wasserstein critic)."""
+
+    def __init__(self, dim: int, hidden: int = 400) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([features, conditions], dim=1)).squeeze(1)
+
+
+CriticFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def gradient_penalty(critic: CriticFn, real: torch.Tensor, fake: torch.Tensor, conditions: torch.Tensor) -> Tensor:
+    """WGAN-GP: ``E[(||grad_x D(x, s)|| - 1)^2]`` at random points ``x`` between paired real and fake features."""
+    alpha = torch.rand(len(real), 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(mixed, conditions).sum(), mixed, create_graph=True)
+    return (grads.norm(2, dim=1) - 1).pow(2).mean()
+
+
+def anti_collapse(fake1: torch.Tensor, fake2: torch.Tensor, noise1: torch.Tensor, noise2: torch.Tensor,
+                  eps: float = 1e-5) -> torch.Tensor:  # fmt: skip
+    """``mean((1 - cos(z1, z2)) / (1 - cos(f1, f2) + eps))``: large when two different noises give nearly the
+    same feature (mode collapse), small when the fakes spread at least as much as their noises."""
+    noise_gap = 1 - F.cosine_similarity(noise1, noise2, dim=1)
+    feature_gap = 1 - F.cosine_similarity(fake1, fake2, dim=1)
+    return (noise_gap / (feature_gap + eps)).mean()
+
+
+def same_class_partners(labels: torch.Tensor, pool_labels: torch.Tensor) -> torch.Tensor:
+    """For each of ``labels``, the index of a random element of ``pool_labels`` with the same label."""
+    scores = torch.rand(len(labels), len(pool_labels), device=labels.device)
+    scores = scores.masked_fill(labels[:, None] != pool_labels[None, :], -1.0)
+    return scores.argmax(dim=1)
+
+
+class AFHN(EpisodicMethod):
+    def __init__(self, encoder: nn.Module, distance: nn.Module, head: nn.Module | None, dim: int,
+                 config: AfhnConfig) -> None:  # fmt: skip
+        super().__init__()
+        self.encoder, self.distance = encoder, distance
+        self.head = head if head is not None else nn.Identity()
+        self.generator = Generator(dim, config.noise_dim, config.hidden)
+        self.critic = Critic(dim, config.hidden)
+        self.config = config
+        self.pretraining = config.pretrain_epochs > 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.pretraining = epoch <= self.config.pretrain_epochs
+
+    def hallucinate(self, features: torch.Tensor, m: int) -> torch.Tensor:
+        """``(S, D)`` real features -> ``(S, m, D)`` fakes."""
+        return self.generator(features, draw_noise(len(features), m, self.generator.noise_dim, features, self.training))
+
+    def objectives(self) -> list[Objective]:
+        gan = [*self.generator.parameters(), *self.critic.parameters()]
+        model = [p for p in self.parameters() if p.requires_grad and not any(p is q for q in gan)]
+        return [
+            Objective("model", model, ("ce", "fake_ce")),
+            Objective("generator", list(self.generator.parameters()), ("ce", "fake_ce", "g_adv", "anti_collapse"),
+                      OptimConfig(name="adam", lr=self.config.g_lr)),
+            Objective("critic", list(self.critic.parameters()), ("d_adv", "gp"),
+                      OptimConfig(name="adam", lr=self.config.d_lr)),
+        ]  # fmt: skip
+
+    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
+        support, query = self._features(batch)
+        if self.pretraining:  # G is still untrained: its fakes would only blur the prototypes
+            return self.distance(self.head(query), prototypes(self.head(support), batch.support_labels, batch.way))
+        return self._logits(query, support, self.hallucinate(support, self.config.fakes), batch)
+
+    def step(self, batch: EpisodeTensors) -> StepOutput:
+        support, query = self._features(batch)
+        if self.pretraining:
+            logits = self.distance(self.head(query), prototypes(self.head(support), batch.support_labels, batch.way))
+            return StepOutput({"ce": F.cross_entropy(logits, batch.query_labels)}, logits)
+        c = self.config
+        noise = torch.randn(len(support), c.fakes, self.generator.noise_dim, device=support.device)
+        fakes = self.generator(support, noise)  # (S, K, D)
+        logits = self._logits(query, support, fakes, batch)
+        fake_labels = batch.support_labels.repeat_interleave(c.fakes)
+        flat_fakes = fakes.flatten(0, 1)
+        fake_logits = self.distance(self.head(flat_fakes), prototypes(self.head(support), batch.support_labels,
+                                                                      batch.way))  # fmt: skip
+        # The critic sees features conditioned on their class's support feature; real ones are the queries.
+        conditions = prototypes(support, batch.support_labels, batch.way).detach()
+        real = query.detach()[same_class_partners(fake_labels, batch.query_labels)]
+        fake_conditions = conditions[fake_labels]
+        critic_fake = self.critic(flat_fakes.detach(), fake_conditions)
+        critic_real = self.critic(real, fake_conditions)
+        with torch.no_grad():
+            wasserstein = (critic_real.mean() - critic_fake.mean()).item()
+        losses = {
+            "ce": F.cross_entropy(logits, batch.query_labels),
+            "fake_ce": c.classification_weight * F.cross_entropy(fake_logits, fake_labels),
+            "g_adv": -c.adversarial_weight * self.critic(flat_fakes, fake_conditions).mean(),
+            "anti_collapse": c.anti_collapse_weight * anti_collapse(fakes[:, 0], fakes[:, 1], noise[:, 0], noise[:, 1]),
+            "d_adv": critic_fake.mean() - critic_real.mean(),
+            "gp": c.gradient_penalty * gradient_penalty(self.critic, real, flat_fakes.detach(), fake_conditions),
+        }
+        return StepOutput(losses, logits, {"wasserstein": wasserstein})
+
+    def _features(self, batch: EpisodeTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(torch.cat([batch.support, batch.query]))
+        return features[: len(batch.support)], features[len(batch.support) :]
+
+    def _logits(self, query: torch.Tensor, support: torch.Tensor, fakes: torch.Tensor,
+                batch: EpisodeTensors) -> torch.Tensor:  # fmt: skip
+        every = torch.cat([support[:, None, :], fakes], dim=1)  # (S, 1 + K, D)
+        labels = batch.support_labels.repeat_interleave(every.shape[1])
+        return self.distance(self.head(query), prototypes(self.head(every.flatten(0, 1)), labels, batch.way))

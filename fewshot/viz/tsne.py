@@ -1,0 +1,56 @@
+"""t-SNE of real and hallucinated features: does the generator add features that look like their class?
+
+Real features of a few validation classes are drawn as ×, the features hallucinated from one support image of
+each class as ▲, one colour per class (scikit-learn's TSNE, a fixed seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.manifold import TSNE
+
+from fewshot.data.cache import ImageBank
+from fewshot.data.transforms import BatchTransform
+from fewshot.viz.plots import save_figure
+
+
+@torch.no_grad()
+def hallucination_tsne(
+    method: torch.nn.Module,
+    bank: ImageBank,
+    path: Path,
+    device: torch.device = torch.device("cpu"),
+    classes: int = 5,
+    per_class: int = 30,
+    fakes: int = 30,
+    seed: int = 0,
+) -> Path:
+    """Embed ``per_class`` images of the first ``classes`` classes of ``bank``, hallucinate ``fakes`` features
+    from the first image of each class with ``method.hallucinate``, and plot both in 2-D."""
+    method.eval()
+    rows = [torch.nonzero(bank.labels == c).flatten()[:per_class] for c in range(min(classes, len(bank.classes)))]
+    images = BatchTransform(flip=False)(bank.images[torch.cat(rows)].to(device))
+    real = method.encoder(images)
+    starts = np.cumsum([0, *[len(r) for r in rows[:-1]]])
+    fake = method.hallucinate(real[torch.as_tensor(starts)], fakes).flatten(0, 1)
+    points = torch.cat([real, fake]).float().cpu().numpy()
+    embedded = TSNE(n_components=2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca",
+                    random_state=seed).fit_transform(points)  # fmt: skip
+    real_xy, fake_xy = embedded[: len(real)], embedded[len(real) :]
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for c, class_rows in enumerate(rows):
+        start = int(starts[c])
+        ax.scatter(*real_xy[start : start + len(class_rows)].T, marker="x", color=colours(c), s=30,
+                   label=f"{bank.classes[c]} (real)")  # fmt: skip
+        ax.scatter(*fake_xy[c * fakes : (c + 1) * fakes].T, marker="^", color=colours(c), s=22, alpha=0.55,
+                   label=f"{bank.classes[c]} (hallucinated)")  # fmt: skip
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t-SNE: real (×) and hallucinated (▲) features, {len(rows)} validation classes")
+    return save_figure(fig, path)

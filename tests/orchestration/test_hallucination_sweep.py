@@ -1,0 +1,39 @@
+"""The method comparison of ``jobs/sweep_hallucination.py`` through Ray Train and MLflow, on tiny data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def test_method_comparison_runs_every_method_and_logs_tsne(
+    tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    results = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FEWSHOT_CACHE": str(isolated_cache)}
+    done = subprocess.run(
+        [sys.executable, "jobs/sweep_hallucination.py", "--part", "methods", "--data-root", str(tiny_builtin),
+         "--results", str(results), "--epochs", "1", "--episodes", "3", "data.image_size=32",
+         "data.n_val_episodes=20", "train.val_episodes=10", "eval_episode.query=10", "afhn.pretrain_epochs=0"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("methods")
+    runs = client.search_runs([experiment.experiment_id])
+    children = {r.data.tags["method"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert set(children) == {"protonet", "hallucination", "afhn"}
+    assert all(r.info.status == "FINISHED" and r.data.metrics["val_acc"] > 0 for r in children.values())
+    for method in ("hallucination", "afhn"):
+        assert "tsne.png" in {a.path for a in client.list_artifacts(children[method].info.run_id)}
+    assert "loss_gp" in children["afhn"].data.metrics
+    assert "| afhn" in done.stdout and "| hallucination" in done.stdout
