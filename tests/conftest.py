@@ -9,6 +9,8 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
+from fewshot.data.transforms import EpisodeTensors
+
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -91,3 +93,16 @@ def tiny_overrides(root: Path, **extra: object) -> list[str]:
         **extra,
     }
     return [f"{key}={value}" for key, value in values.items()]
+
+
+def random_episode(way: int = 3, shot: int = 2, query: int = 4, size: int = 8) -> EpisodeTensors:
+    """A seeded episode of random ``size``-pixel images, class-major, for method tests."""
+    torch.manual_seed(0)
+    return EpisodeTensors(
+        support=torch.randn(way * shot, 3, size, size),
+        support_labels=torch.arange(way).repeat_interleave(shot),
+        query=torch.randn(way * query, 3, size, size),
+        query_labels=torch.arange(way).repeat_interleave(query),
+        way=way,
+        shot=shot,
+    )

@@ -19,21 +19,13 @@ from fewshot.methods.protonet import prototypes
 from fewshot.models.distances import Euclidean
 from fewshot.training.experiment import episode_specs
 from fewshot.training.loop import Trainer
-from tests.conftest import tiny_overrides
+from tests.conftest import random_episode, tiny_overrides
 
 DIM = 3 * 4 * 4
 
 
 def _episode(way: int = 3, shot: int = 1, query: int = 4) -> EpisodeTensors:
-    torch.manual_seed(0)
-    return EpisodeTensors(
-        support=torch.randn(way * shot, 3, 4, 4),
-        support_labels=torch.arange(way).repeat_interleave(shot),
-        query=torch.randn(way * query, 3, 4, 4),
-        query_labels=torch.arange(way).repeat_interleave(query),
-        way=way,
-        shot=shot,
-    )
+    return random_episode(way, shot, query, size=4)
 
 
 def _hallucination(m: int, eval_m: int | None = None) -> HallucinationNet:

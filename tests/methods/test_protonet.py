@@ -5,6 +5,7 @@ from torch import nn
 from fewshot.data.transforms import EpisodeTensors
 from fewshot.methods.protonet import ProtoNet, prototypes
 from fewshot.models.distances import Euclidean
+from tests.conftest import random_episode
 
 
 def test_prototype_is_the_class_mean() -> None:
@@ -21,15 +22,7 @@ def test_prototypes_do_not_depend_on_support_order() -> None:
 
 
 def _episode(way: int = 3, shot: int = 2, query: int = 4) -> EpisodeTensors:
-    torch.manual_seed(0)
-    return EpisodeTensors(
-        support=torch.randn(way * shot, 3, 8, 8),
-        support_labels=torch.arange(way).repeat_interleave(shot),
-        query=torch.randn(way * query, 3, 8, 8),
-        query_labels=torch.arange(way).repeat_interleave(query),
-        way=way,
-        shot=shot,
-    )
+    return random_episode(way, shot, query, size=8)
 
 
 def test_protonet_logits_are_negative_distances_to_class_means() -> None:
