@@ -86,6 +86,29 @@ class AfhnConfig(Strict):
     pretrain_epochs: int = Field(0, ge=0)  # epochs of plain ProtoNet training before G and D join
 
 
+class ViewConfig(Strict):
+    """One augmented view of BYOL (the paper's defaults; ``blur_p`` and ``solarize_p`` differ by view)."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip_p: float = Field(0.5, ge=0, le=1)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1)
+    blur_p: float = Field(1.0, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = Field(0.0, ge=0, le=1)
+
+
+class ByolConfig(Strict):
+    """BYOL (Grill et al. 2020): projector and predictor MLPs, the target's EMA rate from ``tau_base`` to 1."""
+
+    tau_base: float = Field(0.996, ge=0, le=1)
+    hidden: int = Field(4096, ge=1)
+    projection: int = Field(256, ge=1)
+    view1: ViewConfig = ViewConfig(blur_p=1.0, solarize_p=0.0)
+    view2: ViewConfig = ViewConfig(blur_p=0.1, solarize_p=0.2)
+
+
 class OptimConfig(Strict):
     name: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)

@@ -32,6 +32,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a truncated or foreign file raises :class:`CheckpointError` naming it."""
+    state = read_weights(path, map_location)
+    if any(k not in state for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{path} is not a fewshot checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
+    return state
+
+
+def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Any ``torch.save``d dict (a checkpoint, a torchvision state dict), loaded with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -39,6 +47,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({str(err).splitlines()[0]})") from None
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{path} is not a fewshot checkpoint (needs keys {', '.join(REQUIRED_KEYS)})")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dict of weights")
     return state

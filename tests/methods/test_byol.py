@@ -1,0 +1,91 @@
+"""BYOL's parts: the symmetric loss, the EMA target and its schedule, per-image views, the ResNet-50 backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from fewshot.config import ByolConfig, ViewConfig
+from fewshot.data.views import ViewTransform
+from fewshot.methods.byol import BYOL, regression_loss, target_tau
+from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.training.checkpoint import CheckpointError
+
+
+def _byol() -> BYOL:
+    torch.manual_seed(0)
+    return BYOL(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32)), 32, hidden=64, projection=16)
+
+
+def test_regression_loss_is_two_minus_two_cosine() -> None:
+    p = torch.randn(5, 16)
+    assert regression_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-6)
+    assert regression_loss(p, -p).item() == pytest.approx(4.0)
+    q = torch.randn(5, 16, requires_grad=True)
+    regression_loss(p.requires_grad_(), q).backward()
+    assert q.grad is None  # the target side gets no gradient
+
+
+def test_byol_loss_is_symmetric_in_the_two_views() -> None:
+    model = _byol()
+    view1, view2 = torch.randn(6, 3, 8, 8), torch.randn(6, 3, 8, 8)
+    assert model(view1, view2).item() == pytest.approx(model(view2, view1).item(), rel=1e-5)
+    loss = model(view1, view2)
+    loss.backward()
+    assert all(p.grad is not None for p in model.predictor.parameters())
+    assert all(p.grad is None for p in model.target_backbone.parameters())
+
+
+def test_ema_with_tau_one_keeps_the_target_and_tau_zero_copies_the_online_net() -> None:
+    model = _byol()
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)  # the online net moved away from the target
+    before = [p.clone() for p in model.target_backbone.parameters()]
+    model.update_target(1.0)
+    assert all(torch.equal(p, b) for p, b in zip(model.target_backbone.parameters(), before, strict=True))
+    model.update_target(0.5)
+    online = list(model.backbone.parameters())
+    halfway = [(b + o) / 2 for b, o in zip(before, online, strict=True)]
+    assert all(torch.allclose(p, h) for p, h in zip(model.target_backbone.parameters(), halfway, strict=True))
+    model.update_target(0.0)
+    assert all(torch.equal(p, o) for p, o in zip(model.target_backbone.parameters(), online, strict=True))
+    assert all(torch.equal(p, o) for p, o in zip(model.target_projector.parameters(),
+                                                  model.projector.parameters(), strict=True))  # fmt: skip
+
+
+def test_tau_rises_from_its_base_to_one_on_a_cosine() -> None:
+    assert target_tau(0, 100, 0.996) == pytest.approx(0.996)
+    assert target_tau(100, 100, 0.996) == pytest.approx(1.0)
+    assert target_tau(50, 100, 0.996) == pytest.approx(0.998)
+    taus = [target_tau(step, 100, 0.9) for step in range(101)]
+    assert taus == sorted(taus)
+
+
+def test_views_draw_fresh_randomness_for_every_image() -> None:
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    views = ViewTransform(ByolConfig().view2, 24)(image.expand(8, -1, -1, -1))
+    assert views.shape == (8, 3, 24, 24) and views.dtype == torch.float32
+    assert len({tuple(v.flatten()[:50].tolist()) for v in views}) == 8  # the same image, eight different views
+    plain = ViewConfig(crop_scale=(1.0, 1.0), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0, solarize_p=0)
+    same = ViewTransform(plain, 32)(image.expand(2, -1, -1, -1))
+    assert torch.equal(same[0], same[1])  # with every augmentation off, a view is the normalised image
+
+
+def test_resnet50_backbone_gives_2048_features_and_loads_a_torchvision_state_dict(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = resnet50_backbone().eval()
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, FEATURES)
+    torch.manual_seed(1)
+    supervised = resnet50(weights=None)
+    torch.save(supervised.state_dict(), tmp_path / "supervised.pt")  # a full state dict, classifier included
+    load_backbone(backbone, tmp_path / "supervised.pt")
+    assert torch.equal(backbone.conv1.weight, supervised.conv1.weight)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt is not a ResNet-50 state dict"):
+        load_backbone(backbone, tmp_path / "other.pt")
