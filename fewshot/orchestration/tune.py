@@ -42,7 +42,7 @@ from fewshot.orchestration.sweep import connect_ray
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.search import SearchSpace, check_space
 from fewshot.tracking.runs import Tracker
-from fewshot.tracking.studies import COMPLETED, VERDICT_TAG, StudySummary, publish_study
+from fewshot.tracking.studies import COMPLETED, VERDICT_TAG, StudySummary, last_epoch, publish_study
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,10 @@ def _trial(params: dict[str, Any], context: TrialContext) -> None:
             tags["m"] = config.hallucination.m
         run_id = tracker.start_run(study.experiment, tune_context.get_trial_name(), study.parent_run_id, tags)
         tracker.log_params(run_id, flatten(config))
+    elif VERDICT_TAG in tracker.client.get_run(run_id).data.tags:
+        # It ended after Tune last saved the study (the driver was killed): hand Tune its result, train nothing.
+        ray.tune.report(last_epoch(tracker, run_id))
+        return
     else:  # the trial restarts after an interruption: same run, same Ray Train folder, from the last epoch
         tracker.reopen(run_id)
     job = TrainJob(
@@ -251,6 +255,9 @@ def _trial(params: dict[str, Any], context: TrialContext) -> None:
         banks=context.banks,
     )
     run_training(job)
+    # Tell Tune where the trial ended even when this incarnation reported nothing (its Ray Train run had
+    # finished before the driver died, so resuming it trained no epoch).
+    ray.tune.report(last_epoch(tracker, run_id))
     # Trained every epoch and scored on every fixed episode. A stop ASHA decided meanwhile came too late to
     # save anything, so the verdict records what happened; trials ASHA did stop are ended by ``Verdicts``.
     tracker.set_tags(run_id, {VERDICT_TAG: COMPLETED})

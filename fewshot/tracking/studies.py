@@ -46,7 +46,7 @@ def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
     rows = []
     for run in tracker.children(parent):
         run_id, tags, params = run.info.run_id, run.data.tags, run.data.params
-        curve = _first_per_step(tracker, run_id, "val_acc")
+        curve = first_per_step(tracker, run_id, "val_acc")
         epochs = max((m.step for m in tracker.client.get_metric_history(run_id, "loss")), default=0)
         verdict = tags.get(VERDICT_TAG) or ("failed" if run.info.status == "FAILED" else run.info.status.lower())
         completed = verdict == COMPLETED
@@ -128,7 +128,14 @@ def optuna_study(table: pd.DataFrame, space: SearchSpace) -> optuna.Study:
     return study
 
 
-def _first_per_step(tracker: Tracker, run_id: str, key: str) -> dict[int, float]:
+def last_epoch(tracker: Tracker, run_id: str) -> dict[str, float]:
+    """A trial run's last epoch as Tune saw it: ``{"epoch": e, "val_acc": its validation score}``."""
+    curve = first_per_step(tracker, run_id, "val_acc")
+    epoch = max((m.step for m in tracker.client.get_metric_history(run_id, "loss")), default=0)
+    return {"epoch": epoch, "val_acc": curve.get(epoch, max(curve.values(), default=0.0))}
+
+
+def first_per_step(tracker: Tracker, run_id: str, key: str) -> dict[int, float]:
     """The first value logged at each step (a completed run logs its final score again at the last step)."""
     out: dict[int, float] = {}
     for metric in sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
