@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 from fewshot.config import ExperimentConfig
-from fewshot.orchestration.tune import new_study, run_study
+from fewshot.orchestration.tune import Study, new_study, run_study
 from fewshot.runtime import tune_allocator
 from fewshot.search import load_space
 from fewshot.tracking.runs import Tracker
+from fewshot.tracking.studies import trial_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--space", type=Path, default=REPO / "tune_spaces" / "protonet-small.yaml")
     parser.add_argument("--samples", type=int, help="ASHA trials (default: the space's samples)")
     parser.add_argument("--results", type=Path, default=REPO / "results" / "bench-tune")
+    parser.add_argument("--grid-study", type=Path, help="reuse this finished grid study instead of running one")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tune_allocator()
@@ -42,10 +44,14 @@ def main() -> None:
     rows = []
     for grid in (True, False):
         start = time.monotonic()
-        study = new_study(args.space.resolve(), space, base, tracker, args.results.resolve(), args.samples, grid)
-        outcome = run_study(study)
-        assert outcome.summary is not None, "interrupted"
-        table = outcome.summary.table
+        if grid and args.grid_study:
+            study = Study.load(args.grid_study.resolve())
+            table = trial_table(Tracker(study.tracking_uri), study.parent_run_id, list(space.params))
+        else:
+            study = new_study(args.space.resolve(), space, base, tracker, args.results.resolve(), args.samples, grid)
+            outcome = run_study(study)
+            assert outcome.summary is not None, "interrupted"
+            table = outcome.summary.table
         best = table[table["verdict"] == "completed"].iloc[0]
         rows.append({
             "search": "grid" if grid else "optuna+asha",
@@ -55,7 +61,7 @@ def main() -> None:
             "best": f"{best['final_acc']:.2f} ± {best['final_ci95']:.2f}",
             "best_acc": float(best["final_acc"]),
             "best_params": ", ".join(f"{k}={best[k]:g}" for k in space.params),
-            "minutes": (time.monotonic() - start) / 60,
+            "minutes": _minutes(study) if grid and args.grid_study else (time.monotonic() - start) / 60,
             "folder": str(study.folder),
         })  # fmt: skip
     grid_row, asha_row = rows
@@ -69,6 +75,12 @@ def main() -> None:
     print(f"\nASHA + Optuna: {gap:+.2f} points below the grid's best (target ≤ 1), "
           f"{share:.0%} of the grid's training episodes (target ≤ 50%)")  # fmt: skip
     print(f"studies: {grid_row['folder']}, {asha_row['folder']}")
+
+
+def _minutes(study: Study) -> float:
+    """Wall time of a finished study, from its MLflow parent run."""
+    info = Tracker(study.tracking_uri).client.get_run(study.parent_run_id).info
+    return (info.end_time - info.start_time) / 60_000
 
 
 if __name__ == "__main__":

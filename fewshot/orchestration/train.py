@@ -96,7 +96,8 @@ def _worker(payload: dict[str, Any]) -> None:
     )
     tracker = Tracker(payload["tracking_uri"]) if rank == 0 else None
     # MLflow before Ray: an epoch is in MLflow before its checkpoint exists, so a restart never loses one.
-    reporters: list[Reporter] = [LogReporter(), RayReporter()]
+    ray_reporter = RayReporter(last_epoch=config.train.epochs)
+    reporters: list[Reporter] = [LogReporter(), ray_reporter]
     if tracker is not None:
         reporters.insert(0, MlflowReporter(tracker, payload["run_id"]))
     run_dir = Path(payload["run_dir"])
@@ -105,6 +106,7 @@ def _worker(payload: dict[str, Any]) -> None:
     result = run_experiment(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
     if tracker is not None:
         _log_final(tracker, payload["run_id"], result, run_dir, payload["name"])
+    ray_reporter.report_last(result)
 
 
 def _restored_state() -> dict[str, Any] | None:
@@ -117,9 +119,35 @@ def _restored_state() -> dict[str, Any] | None:
 
 
 class RayReporter:
-    """Forwards each epoch to ``ray.train.report``; rank 0 attaches its ``last.pt`` as the checkpoint."""
+    """Forwards each epoch to ``ray.train.report``; rank 0 attaches its ``last.pt`` as the checkpoint.
+
+    The last epoch is held back until the run has scored its best checkpoint and logged it (:meth:`report_last`):
+    a scheduler (ASHA, at its ``max_t``) stops a trial on its last report, and must not cut that work short.
+    """
+
+    def __init__(self, last_epoch: int) -> None:
+        self.last_epoch = last_epoch
+        self.held: tuple[int, dict[str, float], Path | None] | None = None
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if epoch == self.last_epoch:
+            self.held = (epoch, metrics, checkpoint)
+            return
+        self._send(epoch, metrics, checkpoint)
+
+    def report_last(self, result: ExperimentResult) -> None:
+        """Send the last epoch (on a resumed, finished run: the history's last entry), with the final score."""
+        if self.held is not None:
+            epoch, metrics, checkpoint = self.held
+        elif result.fit.history:
+            metrics = dict(result.fit.history[-1])
+            epoch, checkpoint = int(metrics.pop("epoch")), result.fit.last_checkpoint if result.score else None
+        else:
+            return
+        final = {"final_acc": result.score.mean} if result.score is not None else {}
+        self._send(epoch, {**metrics, **final}, checkpoint)
+
+    def _send(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         metrics = {"epoch": epoch, **metrics}
         if checkpoint is None:
             ray.train.report(metrics)
