@@ -117,6 +117,7 @@ def _check_resumed_study(results: Path, finished_before: dict[str, int]) -> None
             assert trial.info.end_time == finished_before[trial.info.run_id]
     completed = [t for t in trials if t.data.tags["asha"] == "completed"]
     assert completed and all(t.data.metrics["val_acc"] > 0 for t in completed)
+    assert all("best_epoch" in t.data.metrics for t in completed)  # the final evaluation was not cut short
     folder = _study_dir(results)
     best = load_config(ExperimentConfig, folder / "best-config.yaml")
     assert best.train.epochs == 3 and 2 <= best.train_episode.way <= 5
