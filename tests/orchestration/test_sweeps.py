@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 from fewshot.cli import sweep_parser
 from fewshot.orchestration.jobs import base_config, seeded
 
@@ -105,3 +107,20 @@ def test_hallucination_sweeps_vary_m_and_the_method() -> None:
     methods = job.method_sweep(base)
     assert [v.config.method for v in methods.variants] == ["protonet", "hallucination", "afhn"]
     assert (m_sweep.study, m_sweep.by, methods.study, methods.by) == ("hallucination-m", "m", "methods", "method")
+
+
+def test_the_last_epoch_is_reported_to_ray_only_after_the_final_evaluation(tmp_path: Path, monkeypatch) -> None:
+    from fewshot.data.predictions import Score
+    from fewshot.orchestration import train as train_module
+    from fewshot.training.experiment import ExperimentResult
+    from fewshot.training.loop import FitResult
+
+    sent = []
+    monkeypatch.setattr(train_module.ray.train, "report", lambda metrics, checkpoint=None: sent.append(metrics))
+    reporter = train_module.RayReporter(last_epoch=3)
+    for epoch in (1, 2, 3):
+        reporter.report(epoch, {"val_acc": 40.0 + epoch}, None)
+    assert [m["epoch"] for m in sent] == [1, 2]  # epoch 3 waits: ASHA stops a trial on its max_t report
+    fit = FitResult(43.0, 3, [], tmp_path / "best.pt", tmp_path / "last.pt")
+    reporter.report_last(ExperimentResult(Score(44.5, 0.8, np.ones(600)), fit, None, None))
+    assert sent[-1] == {"epoch": 3, "val_acc": 43.0, "final_acc": 44.5}
