@@ -19,8 +19,14 @@ EVAL_NOISE_SEED = 0  # evaluation draws the same noise every call: a score does 
 
 
 class Generator(nn.Module):
-    """``(features (S, D), noise (S, M, Z)) -> fakes (S, M, D)``: Linear(D+Z -> hidden) -> Dropout -> ReLU ->
-    Linear(hidden -> D), applied to every (feature, noise) pair at once."""
+    """``(features (S, D), noise (S, M, Z)) -> fakes (S, M, D)``: the feature plus Linear(D+Z -> hidden) ->
+    Dropout -> ReLU -> Linear(hidden -> D) of it and the noise, for every (feature, noise) pair at once.
+
+    The residual form starts G near the identity: fakes begin as small variations of their real feature and
+    the prototypes as ProtoNet's. Without it, M untrained fakes outweigh the one real feature of a 1-shot class
+    and every prototype starts at the same blur, from which training collapses to chance (measured: 20.6%
+    after 5 quick epochs on the built-in data, where ProtoNet reaches 45.6%).
+    """
 
     def __init__(self, dim: int, noise_dim: int = 128, hidden: int = 400, dropout: float = 0.0) -> None:
         super().__init__()
@@ -31,7 +37,7 @@ class Generator(nn.Module):
 
     def forward(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         conditions = features[:, None, :].expand(-1, noise.shape[1], -1)
-        return self.net(torch.cat([conditions, noise], dim=2))
+        return conditions + self.net(torch.cat([conditions, noise], dim=2))
 
 
 def draw_noise(count: int, m: int, dim: int, like: torch.Tensor, training: bool) -> torch.Tensor:
