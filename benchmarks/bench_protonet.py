@@ -35,6 +35,7 @@ from fewshot.methods.build import build_method
 from fewshot.runtime import tune_allocator
 from fewshot.training.experiment import episode_specs
 from fewshot.training.loop import Trainer
+from fewshot.training.tasks import EpisodeTask
 
 
 def median_rate(run: Callable[[int], None], episodes: int, warmup: int = 2) -> float:
@@ -94,7 +95,7 @@ def main() -> None:
 
     tune_allocator()
     # The project's own training step (Trainer.train_step): bank indexing, batch transform, channels_last.
-    trainer = Trainer(config, method, data, Path(tempfile.mkdtemp()))
+    trainer = Trainer(config, method, EpisodeTask(config, data), Path(tempfile.mkdtemp()))
     fast_train = median_rate(trainer.train_step, n)
     optimizer = trainer.optimizers[0]
     ready = episode_tensors(sampler[0], data.train, BatchTransform(flip=True))

@@ -70,9 +70,9 @@ def main() -> None:
     for row in rows:
         print(f"| {row['search']} | {row['trials']} | {row['completed']} | {row['episodes']} | {row['best']} | "
               f"{row['best_params']} | {row['minutes']:.1f} |")  # fmt: skip
-    gap = grid_row["best_acc"] - asha_row["best_acc"]
+    gap = asha_row["best_acc"] - grid_row["best_acc"]
     share = asha_row["episodes"] / grid_row["episodes"]
-    print(f"\nASHA + Optuna: {gap:+.2f} points below the grid's best (target ≤ 1), "
+    print(f"\nASHA + Optuna: {gap:+.2f} points against the grid's best (target ≥ -1), "
           f"{share:.0%} of the grid's training episodes (target ≤ 50%)")  # fmt: skip
     print(f"studies: {grid_row['folder']}, {asha_row['folder']}")
 

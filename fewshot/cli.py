@@ -54,12 +54,17 @@ def sweep_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, help="training episodes per epoch")
     parser.add_argument("--train-way", type=int, help="classes per training episode")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (table: mean ± std)")
+    add_run_flags(parser)
+    return parser
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--tracking-uri`` and ``--results``: how many Ray Train workers, where runs are kept."""
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per run (data parallel)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                         "sqlite:///<results>/mlflow.db)")  # fmt: skip
     parser.add_argument("--results", help="folder for run outputs and the local MLflow store (default: "
                         "$FEWSHOT_RESULTS or ./results)")  # fmt: skip
-    return parser
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:

@@ -13,15 +13,30 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fewshot.errors import ConfigError
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated, instances frozen."""
+    """Base of every config section: unknown keys are errors, values are validated, instances frozen.
+
+    A section given in part keeps the rest of its default: ``train: {epochs: 3}`` changes the epochs of a
+    ``FinetuneConfig``'s training defaults, it does not reset its learning rate to ``BatchTrainConfig``'s.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            if isinstance(field.default, BaseModel) and isinstance(merged.get(name), dict):
+                merged[name] = _merge(field.default.model_dump(), merged[name])
+        return merged
 
 
 class EpisodeConfig(Strict):
@@ -137,6 +152,73 @@ class TrainConfig(Strict):
     channels_last: bool = True
 
 
+class BatchTrainConfig(Strict):
+    """Training on shuffled mini-batches of images (pre-training, fine-tuning): ``batch_size`` is global, split
+    between data-parallel workers; an epoch is one pass over the training split (the last partial batch dropped).
+    """
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=2)
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig(name="cosine")
+    flip: bool = True  # random horizontal flip (supervised training; BYOL's views have their own)
+    crop_scale: tuple[float, float] | None = (0.35, 1.0)  # random resized crop of supervised images; null: none
+    val_every: int = Field(1, ge=1)
+    val_episodes: int | None = Field(100, ge=1)  # pre-training: few-shot episodes scored each epoch (None: all)
+    log_every: int = Field(10, ge=1)  # batches between progress lines
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = True
+
+
+# What the few-shot split of the built-in data looks like to a ResNet-50 on a CPU: small images, resized on
+# decoding (the cache keeps each size once). Real runs set data.image_size=84 (mini) / 128 (Office-Home).
+_SMALL_IMAGES = {"image_size": 32, "resize": True}
+
+
+class PretrainConfig(Strict):
+    """Pre-training a ResNet-50 backbone on the few-shot train split: ``byol`` (no labels) or ``supervised``.
+
+    Each epoch the backbone's features are scored on fixed few-shot validation episodes (nearest prototype,
+    cosine): the monitor that picks the best checkpoint, with or without labels in training.
+    """
+
+    method: Literal["byol", "supervised"] = "byol"
+    data: DataConfig = DataConfig(**_SMALL_IMAGES)
+    byol: ByolConfig = ByolConfig()
+    train: BatchTrainConfig = BatchTrainConfig(optim=OptimConfig(lr=3e-4, weight_decay=1e-6))
+    eval_episode: EpisodeConfig = EpisodeConfig()
+    seed: int = 0
+    output_dir: Path | None = None
+
+
+LAYERS = ("stem", "layer1", "layer2", "layer3", "layer4", "classifier")  # what ``lr_scale`` may name
+
+
+class FinetuneConfig(Strict):
+    """Fine-tuning a ResNet-50 with a linear classifier on Office-Home: ``backbone`` is the pre-trained weights
+    (a torchvision state dict or a pre-training run's ``backbone.pt``; none: random init); ``freeze`` trains the
+    classifier only, backbone weights and BatchNorm statistics fixed. ``lr_scale`` multiplies the learning rate
+    of single layers (``{stem: 0.1, layer4: 0.5}``)."""
+
+    backbone: Path | None = None
+    freeze: bool = False
+    lr_scale: dict[str, float] = {}
+    data: DataConfig = DataConfig(**_SMALL_IMAGES)
+    train: BatchTrainConfig = BatchTrainConfig(optim=OptimConfig(lr=3e-4, weight_decay=1e-4), val_episodes=None)
+    seed: int = 0
+    output_dir: Path | None = None
+
+    @field_validator("lr_scale")
+    @classmethod
+    def _known_layers(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, scale in value.items():
+            if name not in LAYERS:
+                raise ValueError(f"unknown layer {name!r} (layers: {', '.join(LAYERS)})")
+            if scale < 0:
+                raise ValueError(f"{name}: a learning-rate scale must be >= 0, got {scale}")
+        return value
+
+
 class ExperimentConfig(Strict):
     """A whole few-shot run: data, model, training, and the episode shapes of training and evaluation."""
 
@@ -151,6 +233,9 @@ class ExperimentConfig(Strict):
     seed: int = 0
     output_dir: Path | None = None  # default: ./results/<run name>
 
+
+# Every config a training run is built from: each has ``train`` (epochs, optimiser, schedule...) and ``seed``.
+TrainedConfig = ExperimentConfig | PretrainConfig | FinetuneConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -238,6 +323,15 @@ def set_nested(data: dict[str, Any], keys: list[str], value: Any, override: str)
             raise ConfigError(f"override {override!r}: {key!r} is a value, not a section")
         data = node
     data[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update``'s values, sub-mappings merged key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
 
 
 def _describe(model: type[BaseModel], error: Any) -> str:

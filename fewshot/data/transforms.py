@@ -50,6 +50,14 @@ class EpisodeTensors:
     shot: int
 
 
+@dataclass(frozen=True)
+class LabelledBatch:
+    """A mini-batch's normalised images ``(B, 3, H, W)`` and class indices ``(B,)``, on the compute device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
 def episode_tensors(
     episode: Episode,
     bank: ImageBank,

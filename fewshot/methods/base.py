@@ -1,7 +1,8 @@
-"""What the training loop needs from a method."""
+"""What the training loop needs from a model: a step's named losses, its optimisers, and hooks around steps."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -13,32 +14,57 @@ from fewshot.data.transforms import EpisodeTensors
 
 @dataclass
 class StepOutput:
-    """A training step's named losses (scalar tensors) and the query logits ``(n_query, way)``."""
+    """A training step's named losses (scalar tensors), its logits where it classifies (an episode's queries
+    ``(n_query, way)``), and metrics to average over the epoch (``acc`` in [0, 1] where it classifies)."""
 
     losses: dict[str, torch.Tensor]
-    logits: torch.Tensor
+    logits: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Objective:
     """Parameters updated by one optimiser, and the named losses (summed) they minimise; no names: all.
-    ``optim`` gives this objective its own optimiser settings (default: the run's ``train.optim``)."""
+    ``optim`` gives this objective its own optimiser settings (default: the run's ``train.optim``);
+    ``lr_scales``, one per parameter, multiply its learning rate (per-layer rates; default 1)."""
 
     name: str
     params: list[nn.Parameter]
     losses: tuple[str, ...]
     optim: OptimConfig | None = None
+    lr_scales: Sequence[float] = ()
 
 
-class EpisodicMethod(nn.Module):
-    """Base of few-shot methods. Subclasses implement :meth:`step` and :meth:`logits`; a method with several
-    optimisers (a GAN's generator and critic) overrides :meth:`objectives`; a step may leave out an objective's
-    losses (that optimiser then skips the step)."""
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max is the label."""
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+class TrainedModule(nn.Module):
+    """Base of everything the training loop trains. ``forward`` takes a step's inputs and returns a
+    :class:`StepOutput`; a model with several optimisers (a GAN's generator and critic) overrides
+    :meth:`objectives`; a step may leave out an objective's losses (that optimiser then skips the step)."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (1-based), e.g. to end a pre-training stage."""
+
+    def after_step(self, step: int, total: int) -> None:
+        """Called after the optimisers stepped: ``step`` of ``total`` (1-based), e.g. to move an EMA target."""
+
+    def objectives(self) -> list[Objective]:
+        """By default a single optimiser minimises every loss over every parameter."""
+        return [Objective("model", [p for p in self.parameters() if p.requires_grad], ())]
+
+
+class EpisodicMethod(TrainedModule):
+    """Base of few-shot methods. Subclasses implement :meth:`step` and :meth:`logits`."""
 
     def forward(self, batch: EpisodeTensors) -> StepOutput:
         # Training goes through ``__call__`` so that a DistributedDataParallel wrapper syncs the gradients.
-        return self.step(batch)
+        output = self.step(batch)
+        if output.logits is not None:
+            output.metrics.setdefault("acc", accuracy(output.logits, batch.query_labels))
+        return output
 
     def step(self, batch: EpisodeTensors) -> StepOutput:
         """Training forward pass on one episode."""
@@ -47,10 +73,3 @@ class EpisodicMethod(nn.Module):
     def logits(self, batch: EpisodeTensors) -> torch.Tensor:
         """Evaluation forward pass: query logits ``(n_query, way)``."""
         raise NotImplementedError
-
-    def start_epoch(self, epoch: int) -> None:
-        """Called before each training epoch (1-based), e.g. to end a pre-training stage."""
-
-    def objectives(self) -> list[Objective]:
-        """By default a single optimiser minimises every loss over every parameter."""
-        return [Objective("model", [p for p in self.parameters() if p.requires_grad], ())]

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewshot.methods.base import StepOutput, TrainedModule
+
 
 class MLP(nn.Sequential):
     """BYOL's projector and predictor: Linear -> BatchNorm -> ReLU -> Linear."""
@@ -35,18 +37,28 @@ def target_tau(step: int, total: int, base: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
-class BYOL(nn.Module):
-    """Online backbone, projector and predictor, and the EMA target of backbone and projector."""
+class BYOL(TrainedModule):
+    """Online backbone, projector and predictor, and the EMA target of backbone and projector; after every
+    optimiser step the target moves towards the online net at the scheduled rate."""
 
-    def __init__(self, backbone: nn.Module, features: int, hidden: int = 4096, projection: int = 256) -> None:
+    def __init__(
+        self, backbone: nn.Module, features: int, hidden: int = 4096, projection: int = 256, tau_base: float = 0.996
+    ) -> None:
         super().__init__()
+        self.tau_base = tau_base
         self.backbone = backbone
         self.projector = MLP(features, hidden, projection)
         self.predictor = MLP(projection, hidden, projection)
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+    def forward(self, views: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        return StepOutput({"byol": self.loss(*views)})
+
+    def after_step(self, step: int, total: int) -> None:
+        self.update_target(target_tau(step, total, self.tau_base))
+
+    def loss(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         """The symmetric loss of two views of the same images (both views go through each network at once)."""
         both = torch.cat([view1, view2])
         predictions = self.predictor(self.projector(self.backbone(both)))

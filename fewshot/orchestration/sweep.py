@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ray
 
-from fewshot.config import ExperimentConfig, flatten
+from fewshot.config import TrainedConfig, flatten
 from fewshot.errors import FewshotError
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
@@ -32,7 +32,7 @@ class Variant:
     """One configuration of a sweep, its name and the MLflow tags that tell it apart (``distance``...)."""
 
     name: str
-    config: ExperimentConfig
+    config: TrainedConfig
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -77,33 +77,39 @@ def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 
         tracker.set_tags(parent, {"results_dir": sweep_dir})
         for index, variant in enumerate(sweep.variants, 1):
             log.info("[%d/%d] %s", index, len(sweep.variants), variant.name)
-            _run_variant(sweep, variant, tracker, parent, sweep_dir, num_workers, use_gpu)
+            run_dir = sweep_dir / slug(variant.name)
+            run_variant(sweep.study, sweep.name, variant, tracker, parent, run_dir, num_workers, use_gpu)
         table = compare(gather_runs(tracker, parent), sweep.by)
         if table.empty:
             raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
         return publish(tracker, parent, table, sweep.by, sweep.title, sweep_dir)
 
 
-def _run_variant(
-    sweep: Sweep, variant: Variant, tracker: Tracker, parent: str, sweep_dir: Path, num_workers: int, use_gpu: bool
-) -> None:
-    tags = {"method": variant.config.method, "seed": variant.config.seed, **variant.tags}
-    run_id = tracker.start_run(sweep.study, variant.name, parent, tags)
-    run_dir = sweep_dir / _slug(variant.name)
+def run_variant(
+    study: str, prefix: str, variant: Variant, tracker: Tracker, parent: str | None, run_dir: Path,
+    num_workers: int = 1, use_gpu: bool = False,
+) -> bool:  # fmt: skip
+    """Train ``variant`` as one Ray Train run into ``run_dir``, tracked as a run of MLflow experiment ``study``
+    (a child of ``parent`` if given); returns whether it finished. A failure is logged and recorded on the run
+    (FAILED, with its error), not raised: one failed configuration must not lose the others."""
+    method = getattr(variant.config, "method", None)
+    tags = {**({"method": method} if method else {}), "seed": variant.config.seed, **variant.tags}
+    run_id = tracker.start_run(study, variant.name, parent, tags)
     try:
         tracker.log_params(run_id, flatten(variant.config))
-        job = TrainJob(variant.config, f"{sweep.name}-{_slug(variant.name)}-{run_id[:8]}", run_dir,
-                       sweep_dir / "ray", tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
+        job = TrainJob(variant.config, f"{prefix}-{slug(variant.name)}-{run_id[:8]}", run_dir,
+                       run_dir.parent / "ray", tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
         run_training(job)
-    except Exception as err:  # one failed configuration must not lose the others
+    except Exception as err:
         log.error("%s failed: %s", variant.name, err)
         tracker.finish(run_id, err)
-        return
+        return False
     except BaseException as err:  # Ctrl-C (Ray's trainer turns SIGINT into SystemExit): end the run, stop
         tracker.finish(run_id, err)
         raise
     tracker.finish(run_id)
+    return True
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")

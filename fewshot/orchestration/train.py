@@ -1,4 +1,6 @@
-"""One experiment as a Ray Train run: the library's training loop inside TorchTrainer workers.
+"""One training run as a Ray Train run: the library's training loop inside TorchTrainer workers.
+
+A run is a few-shot experiment, a backbone pre-training or a fine-tuning, by the type of its config.
 
 The worker function builds a :class:`~fewshot.training.loop.Placement` from Ray's context (device, rank,
 DDP wrapping through ``ray.train.torch.prepare_model``) and a reporter that forwards each epoch to
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,24 +23,34 @@ import ray.train
 import ray.train.torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from torch import nn
 
-from fewshot.config import ExperimentConfig, config_dict, validate_config
+from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, TrainedConfig, config_dict, validate_config
 from fewshot.data.cache import load_bank
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker
 from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.experiment import ExperimentResult, run_experiment
+from fewshot.training.finetune import run_finetuning
 from fewshot.training.loop import Placement
+from fewshot.training.pretrain import run_pretraining
 from fewshot.training.reporting import LogReporter, MultiReporter, Reporter
 from fewshot.viz.plots import learning_curves
+
+# Each kind of run: its config type and the library function that runs it in a worker.
+RUNNERS: dict[str, tuple[type[TrainedConfig], Callable[..., ExperimentResult]]] = {
+    "ExperimentConfig": (ExperimentConfig, run_experiment),
+    "PretrainConfig": (PretrainConfig, run_pretraining),
+    "FinetuneConfig": (FinetuneConfig, run_finetuning),
+}
 
 
 @dataclass(frozen=True)
 class TrainJob:
     """What one Ray Train run needs: the config, where to write, and the MLflow run to log into."""
 
-    config: ExperimentConfig
+    config: TrainedConfig
     name: str
     run_dir: Path
     storage_path: Path  # Ray Train's checkpoints and results
@@ -59,6 +72,7 @@ def run_training(job: TrainJob) -> ray.train.Result:
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
+            "kind": type(job.config).__name__,
             "config": config_dict(job.config),
             "run_dir": str(job.run_dir),
             "name": job.name,
@@ -85,15 +99,15 @@ def run_training(job: TrainJob) -> ray.train.Result:
 
 
 def _worker(payload: dict[str, Any]) -> None:
-    config = validate_config(ExperimentConfig, payload["config"], "train job")
+    config_type, runner = RUNNERS[payload["kind"]]
+    config = validate_config(config_type, payload["config"], "train job")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    placement = Placement(
-        device=ray.train.torch.get_device(),
-        rank=rank,
-        world_size=world,
-        wrap=(lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else (lambda m: m),
-    )
+    device = ray.train.torch.get_device()
+    # Mini-batch runs split each batch between workers: on GPUs their BatchNorm statistics are synced (BYOL's
+    # batch statistics matter); episodes are small and whole on every worker, so few-shot runs keep theirs.
+    sync_bn = world > 1 and device.type == "cuda" and not isinstance(config, ExperimentConfig)
+    placement = Placement(device=device, rank=rank, world_size=world, wrap=_wrapper(world, sync_bn))
     tracker = Tracker(payload["tracking_uri"]) if rank == 0 else None
     # MLflow before Ray: an epoch is in MLflow before its checkpoint exists, so a restart never loses one.
     ray_reporter = RayReporter(last_epoch=config.train.epochs)
@@ -103,10 +117,23 @@ def _worker(payload: dict[str, Any]) -> None:
     run_dir = Path(payload["run_dir"])
     banks: SharedBanks | None = payload["banks"]
     load = banks.load if banks is not None else load_bank
-    result = run_experiment(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
+    result = runner(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
     if tracker is not None:
         _log_final(tracker, payload["run_id"], result, run_dir, payload["name"])
     ray_reporter.report_last(result)
+
+
+def _wrapper(world: int, sync_bn: bool) -> Callable[[nn.Module], nn.Module]:
+    """Identity for one worker; else DistributedDataParallel (through Ray), BatchNorm synced if ``sync_bn``."""
+    if world == 1:
+        return lambda module: module
+
+    def wrap(module: nn.Module) -> nn.Module:
+        if sync_bn:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return ray.train.torch.prepare_model(module, move_to_device=False)
+
+    return wrap
 
 
 def _restored_state() -> dict[str, Any] | None:
@@ -172,6 +199,7 @@ def _log_final(tracker: Tracker, run_id: str, result: ExperimentResult, run_dir:
         final["colour_baseline_acc"] = result.colour_baseline.mean
     tracker.log_metrics(run_id, final, step=result.fit.history[-1]["epoch"] if result.fit.history else 0)
     curves = learning_curves(result.fit.history, name, run_dir / "learning_curves.png")
-    for path in (run_dir / "config.yaml", result.fit.best_checkpoint, result.predictions, curves, *result.plots):
+    outputs = (run_dir / "config.yaml", result.fit.best_checkpoint, result.predictions, curves, *result.plots)
+    for path in (*outputs, *result.files):
         if path is not None and Path(path).is_file():
             tracker.log_artifact(run_id, Path(path))

@@ -6,6 +6,7 @@ it is the standard deviation of the seeds' accuracies (the spread that matters w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,27 +42,31 @@ def gather_runs(tracker: Tracker, parent: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(runs: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Accuracy per value of tag ``by`` over the finished runs, in order of first appearance."""
+def compare(runs: pd.DataFrame, by: str, describe: Sequence[str] = ()) -> pd.DataFrame:
+    """Accuracy per value of tag ``by`` over the finished runs, in order of first appearance; tags named in
+    ``describe`` (the same within a group, e.g. a setting's pre-training) are carried into the table."""
     done = runs[(runs["status"] == "FINISHED") & runs[METRIC].notna()] if len(runs) else runs
     rows = []
     for value, group in done.groupby(by, sort=False):
         several = len(group) > 1
         error = group[METRIC].std(ddof=1) if several else group[CI_METRIC].iloc[0]
-        rows.append({by: value, "acc": group[METRIC].mean(), "err": error,
+        described = {tag: group[tag].iloc[0] for tag in describe}
+        rows.append({by: value, **described, "acc": group[METRIC].mean(), "err": error,
                      "error": "std over seeds" if several else "95% CI", "runs": len(group)})  # fmt: skip
-    table = pd.DataFrame(rows, columns=[by, "acc", "err", "error", "runs"])
+    table = pd.DataFrame(rows, columns=[by, *describe, "acc", "err", "error", "runs"])
     table["accuracy"] = [f"{a:.2f} ± {e:.2f}" for a, e in zip(table["acc"], table["err"], strict=True)]
     return table
 
 
-def publish(tracker: Tracker, parent: str, table: pd.DataFrame, by: str, title: str, out_dir: Path) -> Comparison:
+def publish(
+    tracker: Tracker, parent: str, table: pd.DataFrame, by: str, title: str, out_dir: Path, describe: Sequence[str] = ()
+) -> Comparison:
     """Write the table as CSV, markdown and a bar plot into ``out_dir`` and log them on the parent run."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"comparison-{by}"
     csv, markdown = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     write_text_atomic(csv, table.to_csv(index=False))
-    shown = table[[by, "accuracy", "error", "runs"]].rename(columns={"accuracy": "accuracy (%)"})
+    shown = table[[by, *describe, "accuracy", "error", "runs"]].rename(columns={"accuracy": "accuracy (%)"})
     write_text_atomic(markdown, f"### {title}\n\n{shown.to_markdown(index=False)}\n")
     plot = comparison_bars(table, by, title, out_dir / f"{stem}.png")
     for path in (csv, markdown, plot):

@@ -14,19 +14,19 @@ from typing import Any
 import torch
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config import ExperimentConfig, config_dict, to_yaml
+from fewshot.config import ExperimentConfig, TrainedConfig, to_yaml
 from fewshot.data.cache import load_bank
 from fewshot.data.episodes import EpisodeSpec
 from fewshot.data.predictions import Score, write_predictions
 from fewshot.data.splits import BankLoader, FewShotData, load_fewshot_data
-from fewshot.errors import ConfigError
 from fewshot.evaluation import evaluate, mean_colour_baseline
 from fewshot.methods.base import EpisodicMethod
 from fewshot.methods.build import build_method
 from fewshot.runtime import select_device, tune_allocator
-from fewshot.training.checkpoint import load_checkpoint
+from fewshot.training.checkpoint import load_checkpoint, resumable
 from fewshot.training.loop import FitResult, Placement, Trainer
 from fewshot.training.reporting import Reporter
+from fewshot.training.tasks import EpisodeTask
 from fewshot.viz.tsne import hallucination_tsne
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,28 @@ class ExperimentResult:
     predictions: Path | None
     colour_baseline: Score | None  # nearest-mean-colour accuracy on the same episodes: the floor to beat
     plots: tuple[Path, ...] = ()  # e.g. the t-SNE of real and hallucinated features
+    files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (a pre-trained backbone)
 
 
 def episode_specs(config: ExperimentConfig) -> tuple[EpisodeSpec, EpisodeSpec]:
     """The training and evaluation episode shapes."""
     return EpisodeSpec(**config.train_episode.model_dump()), EpisodeSpec(**config.eval_episode.model_dump())
+
+
+def start_run(
+    config: TrainedConfig, run_dir: Path, placement: Placement | None, resume: dict[str, Any] | None
+) -> tuple[Path, Placement, dict[str, Any] | None]:
+    """What every kind of run does before building its model: tune the allocator, place itself (default: this
+    process on ``config.train.device``), find the state to resume (default: ``run_dir``'s own ``last.pt`` from
+    the same config), write ``config.yaml`` (rank 0) and seed the global RNG."""
+    tune_allocator()
+    placement = placement or Placement(device=select_device(config.train.device))
+    run_dir = Path(run_dir)
+    resume = resume if resume is not None else resumable(config, run_dir)
+    if placement.rank == 0:
+        write_text_atomic(run_dir / "config.yaml", to_yaml(config))
+    torch.manual_seed(config.seed)
+    return run_dir, placement, resume
 
 
 def run_experiment(
@@ -56,16 +73,10 @@ def run_experiment(
 ) -> ExperimentResult:
     """Train and evaluate ``config`` in ``run_dir``; ``resume`` overrides the run folder's own ``last.pt``,
     ``load`` how the decoded splits are obtained (default: the on-disk cache)."""
-    tune_allocator()
-    placement = placement or Placement(device=select_device(config.train.device))
-    run_dir = Path(run_dir)
     data = load_fewshot_data(config.data, *episode_specs(config), seed=config.seed, load=load)
-    resume = resume if resume is not None else _resumable(config, run_dir)
-    if placement.rank == 0:
-        write_text_atomic(run_dir / "config.yaml", to_yaml(config))
-    torch.manual_seed(config.seed)
+    run_dir, placement, resume = start_run(config, run_dir, placement, resume)
     method = build_method(config)
-    fit = Trainer(config, method, data, run_dir, placement, reporter, resume).fit()
+    fit = Trainer(config, method, EpisodeTask(config, data), run_dir, placement, reporter, resume).fit()
     if placement.rank != 0:
         return ExperimentResult(None, fit, None, None)
     return _final_evaluation(method, data, run_dir, fit, placement)
@@ -86,15 +97,3 @@ def _final_evaluation(
     if hasattr(method, "hallucinate"):
         plots.append(hallucination_tsne(method, data.val, run_dir / "tsne.png", placement.device))
     return ExperimentResult(result.score, fit, predictions, baseline, tuple(plots))
-
-
-def _resumable(config: ExperimentConfig, run_dir: Path) -> dict[str, Any] | None:
-    last = run_dir / "last.pt"
-    if not last.is_file():
-        return None
-    state = load_checkpoint(last)
-    if state["config"] != config_dict(config):
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config; choose another output_dir or delete {last} to restart"
-        )
-    return state

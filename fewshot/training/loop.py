@@ -1,10 +1,11 @@
-"""The training loop: epochs of episodes, validation on fixed episodes, checkpoints, resume.
+"""The training loop: epochs of steps, validation, checkpoints, resume — one loop for every kind of run.
 
-Read top to bottom: :meth:`Trainer.fit` runs epochs; an epoch draws episodes by index from a seeded sampler
-(so a resumed run sees exactly the episodes it would have seen), steps every optimiser of the method, then
-validates, saves ``last.pt`` (and ``best.pt`` when validation improves) and reports. Everything that varies
-between hosts — the device, the worker's rank, wrapping the model for data parallelism, where reports go —
-comes in through :class:`Placement` and the :class:`~fewshot.training.reporting.Reporter`.
+Read top to bottom: :meth:`Trainer.fit` runs epochs; an epoch asks its :class:`Task` for each step's inputs by
+index (episodes from a seeded sampler, or mini-batches of a seeded permutation, so a resumed run sees exactly
+the inputs it would have seen), steps every optimiser of the model, then validates, saves ``last.pt`` (and
+``best.pt`` when validation improves) and reports. Everything that varies between hosts — the device, the
+worker's rank, wrapping the model for data parallelism, where reports go — comes in through
+:class:`Placement` and the :class:`~fewshot.training.reporting.Reporter`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from fewshot.config import ExperimentConfig, config_dict
-from fewshot.data.episodes import EpisodeSampler, EpisodeSpec, episode_seed
-from fewshot.data.splits import FewShotData
-from fewshot.data.transforms import BatchTransform, episode_tensors
-from fewshot.evaluation import evaluate
-from fewshot.methods.base import EpisodicMethod, StepOutput
+from fewshot.config import TrainedConfig, config_dict
+from fewshot.data.episodes import episode_seed
+from fewshot.methods.base import StepOutput, TrainedModule
 from fewshot.training.checkpoint import save_checkpoint
-from fewshot.training.optim import build_optimizer, build_schedule
+from fewshot.training.optim import base_lr, build_optimizer, build_schedule
 from fewshot.training.reporting import LogReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -43,6 +41,18 @@ class Placement:
     wrap: Callable[[nn.Module], nn.Module] = field(default=lambda module: module)
 
 
+class Task(Protocol):
+    """What a run trains on: ``steps_per_epoch`` steps of ``unit`` ("episodes", "batches"), the inputs of the
+    step with global index ``index`` (rank-interleaved), and the validation metrics (``val_acc``, in %)."""
+
+    unit: str
+    steps_per_epoch: int
+
+    def inputs(self, index: int, device: torch.device) -> Any: ...
+
+    def validate(self, model: TrainedModule, device: torch.device) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class FitResult:
     best_val_acc: float
@@ -53,30 +63,27 @@ class FitResult:
 
 
 class Trainer:
-    """Trains ``method`` on ``data`` as ``config.train`` says; ``resume`` is a checkpoint dict to continue."""
+    """Trains ``method`` on ``task`` as ``config.train`` says; ``resume`` is a checkpoint dict to continue."""
 
     def __init__(
         self,
-        config: ExperimentConfig,
-        method: EpisodicMethod,
-        data: FewShotData,
+        config: TrainedConfig,
+        method: TrainedModule,
+        task: Task,
         run_dir: Path,
         placement: Placement = Placement(),
         reporter: Reporter | None = None,
         resume: dict[str, Any] | None = None,
     ) -> None:
-        self.config, self.data, self.placement = config, data, placement
+        self.config, self.task, self.placement = config, task, placement
         self.run_dir = Path(run_dir)
         self.reporter = reporter or LogReporter()
         self.method = method.to(placement.device, memory_format=self._memory_format())
         self.model = placement.wrap(self.method)  # what training steps call; ``method`` stays unwrapped
         self.objectives = method.objectives()
         train = config.train
-        self.optimizers = [build_optimizer(o.params, o.optim or train.optim) for o in self.objectives]
+        self.optimizers = [build_optimizer(o.params, o.optim or train.optim, o.lr_scales) for o in self.objectives]
         self.schedules = [build_schedule(opt, train.schedule, train.epochs) for opt in self.optimizers]
-        spec = EpisodeSpec(**config.train_episode.model_dump())
-        self.sampler = EpisodeSampler(data.train.labels, data.train.classes, spec, config.seed)
-        self.transform = BatchTransform(flip=train.flip)
         self.epoch, self.best_val_acc, self.best_epoch = 0, -1.0, 0
         self.stepped: set[int] = set()
         self.history: list[dict[str, float]] = []
@@ -102,28 +109,27 @@ class Trainer:
         )
 
     def _train_epoch(self) -> dict[str, float]:
-        train, place = self.config.train, self.placement
+        place, steps = self.placement, self.task.steps_per_epoch
         self.method.start_epoch(self.epoch)
         # Seed the global RNG (dropout, noise) per epoch and rank, so a resumed run continues identically.
         torch.manual_seed(episode_seed(self.config.seed, self.epoch) + place.rank)
         self.model.train()
         totals: dict[str, float] = {}
         start = time.perf_counter()
-        for step in range(train.episodes_per_epoch):
-            index = ((self.epoch - 1) * train.episodes_per_epoch + step) * place.world_size + place.rank
-            output = self.train_step(index)
+        for step in range(steps):
+            done = (self.epoch - 1) * steps + step  # steps before this one, on each worker
+            output = self.train_step(done * place.world_size + place.rank)
+            self.method.after_step(done + 1, self.config.train.epochs * steps)
             _accumulate(totals, output)
-            if (step + 1) % train.log_every == 0 or step + 1 == train.episodes_per_epoch:
+            if (step + 1) % self.config.train.log_every == 0 or step + 1 == steps:
                 self._log_progress(step + 1, totals, time.perf_counter() - start)
-        metrics = {name: value / train.episodes_per_epoch for name, value in totals.items()}
-        metrics["lr"] = self.optimizers[0].param_groups[0]["lr"]
-        metrics["episodes_per_s"] = train.episodes_per_epoch / (time.perf_counter() - start)
+        metrics = {name: value / steps for name, value in totals.items()}
+        metrics["lr"] = base_lr(self.optimizers[0])
+        metrics[f"{self.task.unit}_per_s"] = steps / (time.perf_counter() - start)
         return metrics
 
     def train_step(self, index: int) -> StepOutput:
-        generator = torch.Generator().manual_seed(episode_seed(self.config.seed + 1, index))
-        batch = episode_tensors(self.sampler[index], self.data.train, self.transform, self.placement.device, generator)
-        output: StepOutput = self.model(batch)
+        output: StepOutput = self.model(self.task.inputs(index, self.placement.device))
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         # Every objective's gradients are computed before any parameter moves (a GAN's two players see the
@@ -137,16 +143,12 @@ class Trainer:
         for i in active:
             self.optimizers[i].step()
             self.stepped.add(i)
-        output.metrics["acc"] = (output.logits.argmax(1) == batch.query_labels).float().mean().item()
         return output
 
     def _validate(self) -> dict[str, float]:
         if self.placement.rank != 0:
             return {}
-        episodes = self.data.val_episodes[: self.config.train.val_episodes]
-        result = evaluate(self.method, self.data.val, episodes, self.placement.device)
-        assert result.score is not None  # load_fewshot_data guarantees answers for validation episodes
-        return {"val_acc": result.score.mean, "val_ci95": result.score.ci95}
+        return self.task.validate(self.method, self.placement.device)
 
     def _save(self) -> Path | None:
         if self.placement.rank != 0:
@@ -189,12 +191,12 @@ class Trainer:
         return torch.channels_last if self.config.train.channels_last else torch.contiguous_format
 
     def _log_progress(self, done: int, totals: dict[str, float], seconds: float) -> None:
-        total = self.config.train.episodes_per_epoch
-        rate = done / seconds
+        total, rate = self.task.steps_per_epoch, done / seconds
+        acc = f" acc {100 * totals['acc'] / done:.1f}%" if "acc" in totals else ""
         log.info(
-            "epoch %d/%d [%*d/%d] loss %.3f acc %.1f%% | %.2f episodes/s, epoch eta %.0fs",
+            "epoch %d/%d [%*d/%d] loss %.3f%s | %.2f %s/s, epoch eta %.0fs",
             self.epoch, self.config.train.epochs, len(str(total)), done, total,
-            totals["loss"] / done, 100 * totals["acc"] / done, rate, (total - done) / rate,
+            totals["loss"] / done, acc, rate, self.task.unit, (total - done) / rate,
         )  # fmt: skip
 
 

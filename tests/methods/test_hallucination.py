@@ -19,6 +19,7 @@ from fewshot.methods.protonet import prototypes
 from fewshot.models.distances import Euclidean
 from fewshot.training.experiment import episode_specs
 from fewshot.training.loop import Trainer
+from fewshot.training.tasks import EpisodeTask
 from tests.conftest import random_episode, tiny_overrides
 
 DIM = 3 * 4 * 4
@@ -132,7 +133,7 @@ def test_a_short_afhn_run_updates_encoder_generator_and_critic(tiny_builtin: Pat
     method = build_method(config)
     assert isinstance(method, AFHN)
     parts = {"encoder": method.encoder, "generator": method.generator, "critic": method.critic}
-    trainer = Trainer(config, method, data, tmp_path)
+    trainer = Trainer(config, method, EpisodeTask(config, data), tmp_path)
     before = {name: _snapshot(part) for name, part in parts.items()}
     trainer.config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})})
     trainer.fit()  # epoch 1: encoder pre-training only

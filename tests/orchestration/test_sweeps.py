@@ -79,14 +79,15 @@ def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(sweep_module, "run_training", fail)
-    sweep_module._run_variant(sweep, sweep.variants[0], tracker, parent, tmp_path, 1, False)  # goes on
+    variant = sweep.variants[0]
+    assert not sweep_module.run_variant(sweep.study, sweep.name, variant, tracker, parent, tmp_path / "a")  # goes on
 
     def interrupt(job):
         raise SystemExit(1)  # what Ray's trainer raises on Ctrl-C
 
     monkeypatch.setattr(sweep_module, "run_training", interrupt)
     with pytest.raises(SystemExit):
-        sweep_module._run_variant(sweep, sweep.variants[1], tracker, parent, tmp_path, 1, False)
+        sweep_module.run_variant(sweep.study, sweep.name, sweep.variants[1], tracker, parent, tmp_path / "b")
     runs = {r.info.run_name: r for r in tracker.children(parent)}
     assert runs["euclidean"].info.status == "FAILED"
     assert runs["euclidean"].data.tags["error"] == "RuntimeError: out of memory"

@@ -12,6 +12,7 @@ from fewshot.methods.build import build_method
 from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.experiment import episode_specs, run_experiment
 from fewshot.training.loop import Trainer
+from fewshot.training.tasks import EpisodeTask
 from tests.conftest import tiny_overrides
 
 
@@ -36,7 +37,7 @@ def test_training_lowers_the_loss_on_builtin_data(tiny_builtin: Path, tmp_path: 
     sampler = EpisodeSampler(data.train.labels, data.train.classes, episode_specs(config)[0], seed=123)
     episodes = [sampler[i] for i in range(20)]
     before = _accuracy(method, data.train, episodes)
-    result = Trainer(config, method, data, tmp_path).fit()
+    result = Trainer(config, method, EpisodeTask(config, data), tmp_path).fit()
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0]
     assert _accuracy(method, data.train, episodes) > before + 0.08

@@ -1,0 +1,116 @@
+"""Fine-tuning a ResNet-50 on Office-Home (``office/{train,val}.csv``, string labels shared by both splits).
+
+The backbone starts from random weights or a pre-trained checkpoint and is trained with a linear classifier
+(``freeze``: the classifier alone). Validation accuracy is the share of validation images classified right,
+with a 95% normal-approximation interval; the best checkpoint's predictions are written in Office-Home's
+format, ``id,filename,label`` with the predicted class name.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from fewshot.atomic import atomic_path
+from fewshot.config import FinetuneConfig
+from fewshot.data.cache import ImageBank, load_bank
+from fewshot.data.predictions import Score, mean_ci95
+from fewshot.data.splits import BankLoader, data_root
+from fewshot.data.tables import OFFICE_DIRS, ImageTable, open_split
+from fewshot.data.transforms import BatchTransform
+from fewshot.errors import DataError
+from fewshot.methods.classifier import Classifier
+from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.training.checkpoint import load_checkpoint
+from fewshot.training.experiment import ExperimentResult, start_run
+from fewshot.training.loop import Placement, Trainer
+from fewshot.training.reporting import Reporter
+from fewshot.training.tasks import LabelledBatchTask
+
+log = logging.getLogger(__name__)
+
+
+def class_targets(table: ImageTable, classes: tuple[str, ...]) -> torch.Tensor:
+    """Indices into ``classes`` (the training split's) of ``table``'s labels; an unknown label is a DataError."""
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = [label for label in table.classes if label not in index]
+    if unknown:
+        raise DataError(
+            f"{table.source}: label {unknown[0]!r} is not a class of the training split "
+            f"({len(unknown)} unknown label(s); both splits must share the classes)"
+        )
+    return torch.tensor([index[label] for label in table.labels], dtype=torch.long)
+
+
+@torch.inference_mode()
+def classify(model: Classifier, bank: ImageBank, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Predicted class index of every image of ``bank``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    transform, predictions = BatchTransform(), []
+    try:
+        for start in range(0, len(bank), batch_size):
+            images = bank.images[start : start + batch_size].to(device, non_blocking=True)
+            predictions.append(model.logits(transform(images)).argmax(1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(predictions)
+
+
+def classification_score(model: Classifier, bank: ImageBank, targets: torch.Tensor, device: torch.device) -> Score:
+    """Accuracy (%) over ``bank``'s images with its 95% interval (``1.96 * std / sqrt(n)`` of right/wrong)."""
+    return mean_ci95((classify(model, bank, device) == targets).double().numpy())
+
+
+def write_office_predictions(path: Path, table: ImageTable, predicted: torch.Tensor, classes: tuple[str, ...]) -> None:
+    """Office-Home's predictions CSV, ``id,filename,label``, atomically."""
+    frame = pd.DataFrame({
+        "id": table.ids,
+        "filename": [p.name for p in table.paths],
+        "label": [classes[i] for i in predicted.tolist()],
+    })  # fmt: skip
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def run_finetuning(
+    config: FinetuneConfig,
+    run_dir: Path,
+    reporter: Reporter | None = None,
+    placement: Placement | None = None,
+    resume: dict[str, Any] | None = None,
+    load: BankLoader = load_bank,
+) -> ExperimentResult:
+    """Fine-tune as ``config`` says in ``run_dir``; the result's ``predictions`` is the Office-Home CSV."""
+    root, data = data_root(config.data), config.data
+    train_table = open_split(root, data.train_split, OFFICE_DIRS)
+    val_table = open_split(root, data.val_split, OFFICE_DIRS)
+    train = load(train_table, data.image_size, data.resize, data.cache_dir)
+    val = load(val_table, data.image_size, data.resize, data.cache_dir)
+    val_targets = class_targets(val_table, train.classes)
+    log.info("data: %d train images, %d classes; %d val images (%s)", len(train), len(train.classes), len(val), root)
+    run_dir, placement, resume = start_run(config, run_dir, placement, resume)
+    backbone = resnet50_backbone()
+    if config.backbone is not None:
+        load_backbone(backbone, Path(config.backbone).expanduser())
+    model = Classifier(backbone, FEATURES, len(train.classes), config.freeze, config.lr_scale)
+
+    def validate(model: Classifier, device: torch.device) -> dict[str, float]:
+        score = classification_score(model, val, val_targets, device)
+        return {"val_acc": score.mean, "val_ci95": score.ci95}
+
+    task = LabelledBatchTask(train, train.labels, config.train, config.seed, placement.world_size, validate)
+    fit = Trainer(config, model, task, run_dir, placement, reporter, resume).fit()
+    if placement.rank != 0:
+        return ExperimentResult(None, fit, None, None)
+    model.load_state_dict(load_checkpoint(fit.best_checkpoint, placement.device)["model"])
+    predicted = classify(model, val, placement.device)
+    score = mean_ci95((predicted == val_targets).double().numpy())
+    predictions = run_dir / "predictions.csv"
+    write_office_predictions(predictions, val_table, predicted, train.classes)
+    log.info("best epoch %d: %s on %d validation images -> %s", fit.best_epoch, score, len(val), predictions)
+    return ExperimentResult(score, fit, predictions, None)

@@ -1,0 +1,24 @@
+"""Supervised pre-training of a ResNet-50 on the few-shot train split (its labels), as a Ray Train run.
+
+    python jobs/pretrain_supervised.py                             # built-in data, 32 px, quick schedule
+    ray job submit --working-dir . -- python jobs/pretrain_supervised.py --workers 4 --image-size 84 \\
+        --epochs 100 --batch-size 256 data.root=/data/hw4_data
+
+Writes results/pretrain/supervised-<config hash>/backbone.pt, the backbone settings B and D of
+`jobs/finetune_office.py` use when no --supervised checkpoint is given; the same config again reuses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fewshot.cli import run_job
+from fewshot.orchestration.jobs import launch_pretraining, transfer_parser
+
+
+def main(args: argparse.Namespace) -> None:
+    launch_pretraining(args, "supervised")
+
+
+if __name__ == "__main__":
+    run_job(main, transfer_parser(__doc__.splitlines()[0]))

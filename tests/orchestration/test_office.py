@@ -1,0 +1,69 @@
+"""``jobs/finetune_office.py`` through Ray Train and MLflow on tiny data: pre-trainings, settings A–E, table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+TINY = ["--epochs", "1", "--pretrain-epochs", "1", "--image-size", "16", "--batch-size", "4",
+        "pretrain.train.batch_size=40", "pretrain.data.n_val_episodes=10", "pretrain.train.val_episodes=5",
+        "pretrain.eval_episode.query=5", "pretrain.byol.hidden=64", "pretrain.byol.projection=16"]  # fmt: skip
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "jobs/finetune_office.py", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+
+
+def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
+    tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    results = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FEWSHOT_CACHE": str(isolated_cache)}
+    done = _run(["--data-root", str(tiny_builtin), "--results", str(results), *TINY], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("office-settings")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    settings = {r.data.tags["setting"]: r for r in children if "setting" in r.data.tags}
+    pretrainings = {r.data.tags["method"] for r in children if r.data.tags.get("stage") == "pretrain"}
+    assert set(settings) == set("ABCDE") and pretrainings == {"byol", "supervised"}
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert settings["A"].data.params["backbone"] == "None"
+    assert settings["B"].data.params["backbone"] == settings["D"].data.params["backbone"] != "None"
+    assert "/byol-" in settings["C"].data.params["backbone"] and settings["E"].data.params["freeze"] == "True"
+    assert {a.path for a in client.list_artifacts(settings["C"].info.run_id)} >= {"predictions.csv", "best.pt"}
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison-setting.csv", "comparison-setting.md", "comparison-setting.png"} <= parent_files
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison-setting.csv", str(tmp_path)))
+    assert table["setting"].tolist() == list("ABCDE")
+    assert table["pretraining"].tolist()[:3] == ["none (random init)", "supervised", "BYOL (no labels)"]
+    assert "| A " in done.stdout and "classifier only" in done.stdout
+
+    # Again, settings D and E only: the finished pre-trainings are reused, not trained again.
+    again = _run(["--data-root", str(tiny_builtin), "--results", str(results), "--settings", "de", *TINY], env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing" in again.stderr
+    runs = client.search_runs([experiment.experiment_id])
+    assert sum(r.data.tags.get("stage") == "pretrain" for r in runs) == 2
+
+
+def test_a_bad_checkpoint_is_a_one_line_error_before_training(tmp_path: Path) -> None:
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"not a checkpoint")
+    done = _run(["--settings", "BD", "--supervised", str(bad), "--results", str(tmp_path)], dict(os.environ))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {bad} is truncated or corrupt")
+    assert not (tmp_path / "office-settings").exists()

@@ -1,0 +1,126 @@
+"""Pre-training and fine-tuning in-process on tiny data: what each writes, and what a frozen backbone keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torchvision.models import resnet50
+
+from fewshot.config import FinetuneConfig, PretrainConfig, load_config
+from fewshot.errors import ConfigError
+from fewshot.methods.classifier import Classifier
+from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.training.checkpoint import load_checkpoint, read_weights
+from fewshot.training.finetune import run_finetuning
+from fewshot.training.optim import build_optimizer
+from fewshot.training.pretrain import run_pretraining
+from fewshot.training.tasks import BatchOrder
+
+SMALL = ["data.image_size=16", "train.batch_size=4", "train.epochs=1", "train.device=cpu", "train.log_every=1"]
+
+
+def _pretrain_config(root: Path, method: str) -> PretrainConfig:
+    overrides = [f"data.root={root}", f"method={method}", *SMALL, "train.batch_size=40", "data.n_val_episodes=10",
+                 "train.val_episodes=5", "eval_episode.query=5", "byol.hidden=64", "byol.projection=16"]  # fmt: skip
+    return load_config(PretrainConfig, None, overrides)
+
+
+def _finetune_config(root: Path, **extra: object) -> FinetuneConfig:
+    return load_config(FinetuneConfig, None, [f"data.root={root}", *SMALL, *(f"{k}={v}" for k, v in extra.items())])
+
+
+@pytest.fixture(scope="module")
+def torchvision_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full torchvision ResNet-50 state dict, 1000-way fc included, as a supervised checkpoint is given."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(resnet50(weights=None).state_dict(), path)
+    return path
+
+
+def _backbone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def test_frozen_finetuning_leaves_the_backbone_unchanged(
+    tiny_builtin: Path, tmp_path: Path, torchvision_checkpoint: Path
+) -> None:
+    config = _finetune_config(tiny_builtin, backbone=torchvision_checkpoint, freeze=True, **{"train.epochs": 2})
+    result = run_finetuning(config, tmp_path)
+    given = {k: v for k, v in read_weights(torchvision_checkpoint).items() if not k.startswith("fc.")}
+    state = load_checkpoint(tmp_path / "last.pt")
+    trained = _backbone_state(state["model"])
+    assert trained.keys() == given.keys()  # BatchNorm running statistics included
+    assert all(torch.equal(trained[k], given[k]) for k in given)
+    assert [len(g["params"]) for g in state["optimizers"][0]["param_groups"]] == [2]  # the classifier alone
+    assert state["optimizers"][0]["state"]  # and it stepped
+    assert result.score is not None and len(result.fit.history) == 2
+
+
+def test_full_finetuning_changes_the_backbone_and_writes_office_predictions(
+    tiny_builtin: Path, tmp_path: Path, torchvision_checkpoint: Path
+) -> None:
+    result = run_finetuning(_finetune_config(tiny_builtin, backbone=torchvision_checkpoint), tmp_path)
+    given = read_weights(torchvision_checkpoint)
+    trained = _backbone_state(load_checkpoint(tmp_path / "last.pt")["model"])
+    assert not torch.equal(trained["conv1.weight"], given["conv1.weight"])
+    assert not torch.equal(trained["layer4.2.conv3.weight"], given["layer4.2.conv3.weight"])
+    predictions = pd.read_csv(result.predictions, dtype=str)
+    val = pd.read_csv(tiny_builtin / "office" / "val.csv", dtype=str)
+    assert list(predictions.columns) == ["id", "filename", "label"]
+    assert predictions["id"].tolist() == val["id"].tolist()
+    assert predictions["filename"].tolist() == val["filename"].tolist()
+    assert set(predictions["label"]) <= set(val["label"])
+    assert 0 <= result.score.mean <= 100
+
+
+def test_per_layer_learning_rates_give_layers_their_own_parameter_groups() -> None:
+    model = Classifier(resnet50_backbone(), FEATURES, 5, lr_scale={"stem": 0.1, "layer4": 0.5, "classifier": 2.0})
+    (objective,) = model.objectives()
+    optimizer = build_optimizer(objective.params, FinetuneConfig().train.optim, objective.lr_scales)
+    counts = {round(g["lr"] / 3e-4, 6): len(g["params"]) for g in optimizer.param_groups}
+    layer4 = sum(name.startswith("layer4.") for name, _ in model.backbone.named_parameters())
+    n_params = len(list(model.parameters()))
+    # conv1 and bn1's weight and bias; layer4; the linear layer's weight and bias; everything else at 1
+    assert counts == {0.1: 3, 0.5: layer4, 2.0: 2, 1.0: n_params - 3 - layer4 - 2}
+
+
+def test_unknown_layer_in_lr_scale_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="unknown layer 'layer5'"):
+        load_config(FinetuneConfig, None, ["lr_scale.layer5=0.1"])
+
+
+def test_a_partly_given_section_keeps_the_rest_of_its_defaults() -> None:
+    config = load_config(FinetuneConfig, None, ["train.epochs=3", "train.optim.name=sgd", "data.root=/d"])
+    assert config.train.optim.lr == FinetuneConfig().train.optim.lr == 3e-4  # not OptimConfig's 1e-3
+    assert config.data.image_size == 32 and config.data.resize
+    view2 = load_config(PretrainConfig, None, ["byol.view2.flip_p=0.1"]).byol.view2
+    assert (view2.blur_p, view2.solarize_p, view2.flip_p) == (0.1, 0.2, 0.1)
+
+
+def test_batch_order_splits_each_epoch_between_ranks_without_overlap() -> None:
+    orders = [BatchOrder(50, 8, 2, seed=3) for _ in range(2)]
+    assert orders[0].steps_per_epoch == 50 // 8
+    for epoch in range(2):
+        steps = range(epoch * 6, (epoch + 1) * 6)
+        rows = torch.cat([orders[rank].rows(step * 2 + rank) for step in steps for rank in range(2)])
+        assert len(rows) == len(set(rows.tolist())) == 48
+    assert not torch.equal(orders[0].rows(0), orders[0].rows(12))  # a new shuffle each epoch
+    assert torch.equal(BatchOrder(50, 8, 2, seed=3).rows(13), orders[1].rows(13))  # reproducible
+
+
+@pytest.mark.parametrize("method", ["byol", "supervised"])
+def test_pretraining_writes_a_backbone_that_finetuning_loads(tiny_builtin: Path, tmp_path: Path, method: str) -> None:
+    result = run_pretraining(_pretrain_config(tiny_builtin, method), tmp_path)
+    (backbone,) = result.files
+    assert backbone == tmp_path / "backbone.pt"
+    load_backbone(resnet50_backbone(), backbone)  # a plain torchvision ResNet-50 state dict, no fc
+    assert "val_acc" in result.fit.history[-1] and result.score is not None
+    assert (tmp_path / "predictions.csv").is_file()
+    if method == "byol":
+        state = load_checkpoint(tmp_path / "last.pt")["model"]
+        online, target = state["backbone.conv1.weight"], state["target_backbone.conv1.weight"]
+        assert not torch.equal(online, target)  # the EMA target lags the online net
