@@ -1,6 +1,6 @@
 """BYOL pre-training of a ResNet-50 on the few-shot train split, without labels, as a Ray Train run.
 
-    python jobs/pretrain_byol.py                                   # built-in data, 32 px, quick schedule
+    python jobs/pretrain_byol.py                                   # built-in data, 64 px, quick schedule
     python jobs/pretrain_byol.py byol.tau_base=0.99 train.optim.lr=1e-3
     ray job submit --working-dir . -- python jobs/pretrain_byol.py --workers 4 --image-size 84 \\
         --epochs 200 --batch-size 256 data.root=/data/hw4_data

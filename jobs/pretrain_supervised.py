@@ -1,6 +1,6 @@
 """Supervised pre-training of a ResNet-50 on the few-shot train split (its labels), as a Ray Train run.
 
-    python jobs/pretrain_supervised.py                             # built-in data, 32 px, quick schedule
+    python jobs/pretrain_supervised.py                             # built-in data, 64 px, quick schedule
     ray job submit --working-dir . -- python jobs/pretrain_supervised.py --workers 4 --image-size 84 \\
         --epochs 100 --batch-size 256 data.root=/data/hw4_data
 

@@ -19,8 +19,13 @@ FEATURES = 2048
 
 
 def resnet50_backbone() -> nn.Module:
-    """torchvision's ResNet-50, random init, ``fc`` replaced by identity: ``(B, 3, H, W) -> (B, 2048)``."""
-    model = resnet50(weights=None)
+    """torchvision's ResNet-50, random init, ``fc`` replaced by identity: ``(B, 3, H, W) -> (B, 2048)``.
+
+    Each residual block's last BatchNorm starts at zero (``zero_init_residual``), so the untrained network is
+    close to a shallow one: trained from scratch on the built-in data at 64 px, it learns within an epoch or two
+    where the default start did not move off chance in four (Adam, 1e-3).
+    """
+    model = resnet50(weights=None, zero_init_residual=True)
     model.fc = nn.Identity()
     return model
 

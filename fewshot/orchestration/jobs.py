@@ -45,9 +45,9 @@ def launch(args: argparse.Namespace, make_sweep: Callable[[ExperimentConfig], Sw
     print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {tracker.uri})")
 
 
-# Pre-training and fine-tuning defaults that finish on a laptop CPU (ResNet-50 at 32 px, short schedules);
+# Pre-training and fine-tuning defaults that finish on a laptop CPU (ResNet-50 at 64 px, short schedules);
 # real runs raise them: data.image_size=84 / 128, train.epochs=..., train.batch_size=256, --workers N on GPUs.
-PRETRAIN_QUICK = ["train.epochs=8", "train.val_episodes=50", "train.log_every=20"]
+PRETRAIN_QUICK = ["train.epochs=6", "train.val_episodes=50", "train.log_every=20"]
 FINETUNE_QUICK = ["train.epochs=10", "train.log_every=10"]
 
 

@@ -96,7 +96,7 @@ def test_unknown_layer_in_lr_scale_is_an_error_naming_it() -> None:
 def test_a_partly_given_section_keeps_the_rest_of_its_defaults() -> None:
     config = load_config(FinetuneConfig, None, ["train.epochs=3", "train.optim.name=sgd", "data.root=/d"])
     assert config.train.optim.lr == FinetuneConfig().train.optim.lr == 3e-4  # not OptimConfig's 1e-3
-    assert config.data.image_size == 32 and config.data.resize
+    assert config.data.image_size == 64 and config.data.resize
     view2 = load_config(PretrainConfig, None, ["byol.view2.flip_p=0.1"]).byol.view2
     assert (view2.blur_p, view2.solarize_p, view2.flip_p) == (0.1, 0.2, 0.1)
 
