@@ -29,7 +29,17 @@ from typing import Annotated, Any, Literal
 import optuna
 from pydantic import Field, ValidationError, model_validator
 
-from fewshot.config import ExperimentConfig, Strict, config_dict, read_yaml, set_nested, validate_config
+from fewshot.config import (
+    ExperimentConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    Strict,
+    TrainedConfig,
+    config_dict,
+    read_yaml,
+    set_nested,
+    validate_config,
+)
 from fewshot.errors import ConfigError
 
 
@@ -113,10 +123,20 @@ class AshaConfig(Strict):
     reduction_factor: float = Field(3.0, gt=1)
 
 
+Method = Literal["protonet", "hallucination", "afhn", "byol", "supervised", "finetune"]
+
+
+def config_type(method: str) -> type[TrainedConfig]:
+    """The config a method's runs are built from: few-shot methods, pre-training (byol, supervised), fine-tuning."""
+    if method in ("byol", "supervised"):
+        return PretrainConfig
+    return FinetuneConfig if method == "finetune" else ExperimentConfig
+
+
 class SearchSpace(Strict):
     """A study's search space; trials maximise the validation accuracy reported each epoch (``val_acc``)."""
 
-    method: Literal["protonet", "hallucination", "afhn"] = "protonet"
+    method: Method = "protonet"
     samples: int = Field(10, ge=1)
     asha: AshaConfig = AshaConfig()
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -139,15 +159,17 @@ class SearchSpace(Strict):
     def grid_size(self) -> int:
         return math.prod(len(values) for values in self.grid().values())
 
-    def trial_config(self, params: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
+    def trial_config(self, params: dict[str, Any], base: TrainedConfig | None = None) -> TrainedConfig:
         """``base`` (default: the defaults), then ``fixed``, then one trial's sampled ``params``."""
-        data = config_dict(base if base is not None else ExperimentConfig())
-        data["method"] = self.method
+        kind = config_type(self.method)
+        data = config_dict(base if base is not None else kind())
+        if "method" in kind.model_fields:
+            data["method"] = self.method
         for key, value in {**self.fixed, **params}.items():
             set_nested(data, key.split("."), value, key)
-        return validate_config(ExperimentConfig, data)
+        return validate_config(kind, data)
 
-    def epochs(self, base: ExperimentConfig | None = None) -> int:
+    def epochs(self, base: TrainedConfig | None = None) -> int:
         """Epochs of every trial: ASHA's ``max_t``."""
         return self.trial_config(self.midpoint(), base).train.epochs
 
@@ -155,7 +177,7 @@ class SearchSpace(Strict):
         return {key: param.examples()[0] for key, param in self.params.items()}
 
 
-def load_space(path: Path | str, base: ExperimentConfig | None = None) -> SearchSpace:
+def load_space(path: Path | str, base: TrainedConfig | None = None) -> SearchSpace:
     """Read and fully check a space file; every mistake is a :class:`ConfigError` naming ``path`` and the key."""
     path = Path(path)
     data = read_yaml(path)
@@ -167,7 +189,7 @@ def load_space(path: Path | str, base: ExperimentConfig | None = None) -> Search
     return space
 
 
-def check_space(space: SearchSpace, source: Path | str, base: ExperimentConfig | None = None) -> None:
+def check_space(space: SearchSpace, source: Path | str, base: TrainedConfig | None = None) -> None:
     """Every fixed key and every searched key at each bound or choice must make a valid config."""
     try:
         space.trial_config({}, base)

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 from fewshot.cli import EXIT_INTERRUPTED, job_parser, parse_override_map, run_job
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config import load_config
 from fewshot.errors import ConfigError
 from fewshot.orchestration.tune import Study, latest_study, new_study, run_study
-from fewshot.search import load_space
+from fewshot.search import check_space, config_type, load_space
 from fewshot.tracking.runs import Tracker
 
 
@@ -57,8 +57,9 @@ def main(args: argparse.Namespace) -> None:
         if args.samples is not None and args.samples < 1:
             raise ConfigError(f"--samples must be at least 1 (got {args.samples})")
         overrides = [*([f"data.root={args.data_root}"] if args.data_root else []), *args.overrides]
-        base = load_config(ExperimentConfig, args.config)
-        space = load_space(args.space, base)
+        space = load_space(args.space)
+        base = load_config(config_type(space.method), args.config)
+        check_space(space, args.space, base)
         space = space.model_copy(update={"fixed": {**space.fixed, **parse_override_map(overrides)}})
         tracker = Tracker(args.tracking_uri)
         study = new_study(args.space.resolve(), space, base, tracker, results, args.samples, args.grid,

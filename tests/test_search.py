@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, load_config
 from fewshot.errors import ConfigError
 from fewshot.search import grid_points, load_space
 
@@ -47,6 +47,22 @@ def test_protonet_space_searches_what_the_course_asks() -> None:
     assert space.params["train.optim.lr"].log and "train.optim.weight_decay" in space.params
     assert "train_episode.shot" in space.params
     assert space.trial_config(space.midpoint()).train.val_every == 1  # ASHA needs a score every epoch
+
+
+def test_byol_and_finetune_spaces_build_their_own_configs() -> None:
+    byol = load_space(SPACES / "byol.yaml")
+    assert {"train.optim.lr", "byol.tau_base"} <= set(byol.params) and byol.params["train.optim.lr"].log
+    config = byol.trial_config({"byol.tau_base": 0.95})
+    assert isinstance(config, PretrainConfig) and config.method == "byol" and config.byol.tau_base == 0.95
+    finetune = load_space(SPACES / "finetune.yaml").trial_config({"lr_scale.stem": 0.1})
+    assert isinstance(finetune, FinetuneConfig) and finetune.lr_scale["stem"] == 0.1
+
+
+def test_a_key_of_another_kind_of_run_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("method: byol\nparams:\n  train_episode.way: {type: int, low: 5, high: 30}\n")
+    with pytest.raises(ConfigError, match=r"params.train_episode.way = 5: unknown key 'train_episode'"):
+        load_space(path)
 
 
 def test_space_becomes_optuna_distributions_and_a_grid(tmp_path: Path) -> None:

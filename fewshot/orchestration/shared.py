@@ -20,7 +20,7 @@ import torch
 from fewshot.config import DataConfig
 from fewshot.data.cache import ImageBank, load_bank
 from fewshot.data.splits import data_root
-from fewshot.data.tables import ImageTable, open_split
+from fewshot.data.tables import FEWSHOT_DIRS, ImageTable, open_split
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,15 @@ class SharedBanks:
         return ImageBank(images, table.label_indices(), table.classes, table.ids)
 
 
-def share_banks(config: DataConfig, splits: tuple[str, ...] | None = None) -> SharedBanks:
-    """Decode ``splits`` (default: the train and validation splits of ``config``) and put them in the store."""
+def share_banks(
+    config: DataConfig, splits: tuple[str, ...] | None = None, dirs: tuple[str, ...] = FEWSHOT_DIRS
+) -> SharedBanks:
+    """Decode ``splits`` (default: the train and validation splits of ``config``; found in ``dirs`` of the root,
+    e.g. Office-Home's) and put them in the store."""
     root = data_root(config)
     shared = SharedBanks()
     for split in splits or (config.train_split, config.val_split):
-        table = open_split(root, split)
+        table = open_split(root, split, dirs)
         bank = load_bank(table, config.image_size, config.resize, config.cache_dir)
         shared = shared.share(table, config.image_size, config.resize, bank.images.numpy())
         log.info("shared %s split (%d images, %.0f MiB) in the object store", split, len(bank),

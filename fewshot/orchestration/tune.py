@@ -35,12 +35,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config import ExperimentConfig, config_dict, flatten, validate_config
+from fewshot.config import ExperimentConfig, TrainedConfig, config_dict, flatten, validate_config
+from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks, share_banks
 from fewshot.orchestration.sweep import connect_ray
 from fewshot.orchestration.train import TrainJob, run_training
-from fewshot.search import SearchSpace, check_space
+from fewshot.search import SearchSpace, check_space, config_type
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.studies import COMPLETED, VERDICT_TAG, StudySummary, last_epoch, publish_study
 
@@ -109,8 +110,9 @@ class Study:
     def search_space(self) -> SearchSpace:
         return validate_config(SearchSpace, self.space, self.space_file)
 
-    def base_config(self) -> ExperimentConfig:
-        return validate_config(ExperimentConfig, self.base, f"{self.folder / MANIFEST}: base")
+    def base_config(self) -> TrainedConfig:
+        kind = config_type(self.space["method"])
+        return validate_config(kind, self.base, f"{self.folder / MANIFEST}: base")
 
     def save(self) -> None:
         data = {**asdict(self), "folder": str(self.folder)}
@@ -138,7 +140,7 @@ class StudyResult:
 def new_study(
     space_file: Path,
     space: SearchSpace,
-    base: ExperimentConfig,
+    base: TrainedConfig,
     tracker: Tracker,
     results: Path,
     samples: int | None = None,
@@ -175,7 +177,8 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     plan = plan_trials(ray.cluster_resources(), study.samples, study.gpus_per_trial, study.cpus_per_trial)
     log.info("study %s: %d trials, %d at a time, each %s", study.name, study.samples, plan.concurrent,
              plan.resources_per_worker)  # fmt: skip
-    banks = share_banks(space.trial_config(space.midpoint(), base).data)
+    data = space.trial_config(space.midpoint(), base).data
+    banks = share_banks(data, dirs=OFFICE_DIRS if space.method == "finetune" else FEWSHOT_DIRS)
     # The Tune side of a trial only waits on its Train run: it reserves memory, no CPU its workers could need.
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial, context=TrialContext(study, space, base, plan, banks)),
@@ -216,7 +219,7 @@ class TrialContext:
 
     study: Study
     space: SearchSpace
-    base: ExperimentConfig
+    base: TrainedConfig
     plan: TrialPlan
     banks: SharedBanks
 
@@ -230,10 +233,11 @@ def _trial(params: dict[str, Any], context: TrialContext) -> None:
     tracker = Tracker(study.tracking_uri)
     run_id = tracker.find_child(study.parent_run_id, TRIAL_TAG, trial_id)
     if run_id is None:
-        tags = {TRIAL_TAG: trial_id, "method": config.method, "seed": config.seed,
-                "train_way": config.train_episode.way, "shot": config.train_episode.shot}  # fmt: skip
-        if config.method == "hallucination":
-            tags["m"] = config.hallucination.m
+        tags = {TRIAL_TAG: trial_id, "method": context.space.method, "seed": config.seed}
+        if isinstance(config, ExperimentConfig):
+            tags |= {"train_way": config.train_episode.way, "shot": config.train_episode.shot}
+            if config.method == "hallucination":
+                tags["m"] = config.hallucination.m
         run_id = tracker.start_run(study.experiment, tune_context.get_trial_name(), study.parent_run_id, tags)
         tracker.log_params(run_id, flatten(config))
     elif VERDICT_TAG in tracker.client.get_run(run_id).data.tags:
@@ -312,7 +316,7 @@ def _param_space(space: SearchSpace, grid: bool) -> dict[str, Any]:
     return {}  # Optuna samples from the space's own distributions
 
 
-def _tune_config(study: Study, space: SearchSpace, base: ExperimentConfig, plan: TrialPlan) -> ray.tune.TuneConfig:
+def _tune_config(study: Study, space: SearchSpace, base: TrainedConfig, plan: TrialPlan) -> ray.tune.TuneConfig:
     if study.grid:
         return ray.tune.TuneConfig(metric=METRIC, mode="max", scheduler=FIFOScheduler(), num_samples=1,
                                    max_concurrent_trials=plan.concurrent)  # fmt: skip

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config import ExperimentConfig, to_yaml
+from fewshot.config import TrainedConfig, to_yaml
 from fewshot.search import SearchSpace
 from fewshot.tracking.runs import Tracker
 from fewshot.viz.plots import optuna_plots
@@ -56,6 +56,7 @@ def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
                 **{key: _value(params.get(key)) for key in keys},
                 "verdict": verdict,
                 "epochs": epochs,
+                # training episodes spent (few-shot trials; mini-batch trials count epochs only)
                 "episodes": epochs * int(params.get("train.episodes_per_epoch", 0)),
                 "best_val_acc": max(curve.values(), default=math.nan),
                 "final_acc": run.data.metrics.get("val_acc", math.nan) if completed else math.nan,
@@ -73,7 +74,7 @@ def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
 
 
 def publish_study(
-    tracker: Tracker, parent: str, space: SearchSpace, base: ExperimentConfig, out_dir: Path
+    tracker: Tracker, parent: str, space: SearchSpace, base: TrainedConfig, out_dir: Path
 ) -> StudySummary:
     """Write the trial table, the best config and Optuna's plots to ``out_dir`` and log them on ``parent``."""
     table = trial_table(tracker, parent, list(space.params))

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config import ExperimentConfig, FinetuneConfig, load_config
 from fewshot.errors import ConfigError
 from fewshot.orchestration.tune import TrialPlan, plan_trials
 
@@ -163,3 +163,37 @@ def test_a_killed_driver_leaves_a_study_that_resumes(tiny_builtin: Path, tmp_pat
     resumed = _tune(results, isolated_cache, "--resume", str(_study_dir(results)))
     assert resumed.wait(timeout=400) == 0
     _check_resumed_study(results, finished)
+
+
+FINETUNE_SPACE = """
+method: finetune
+samples: 2
+asha: {grace_period: 1, reduction_factor: 2}
+fixed:
+  train.epochs: 2
+  train.batch_size: 4
+  train.device: cpu
+  data.image_size: 16
+params:
+  train.optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+  lr_scale.stem: {type: float, low: 0.01, high: 1.0, log: true}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_finetuning_study_tunes_office_runs(tiny_builtin: Path, tmp_path: Path, isolated_cache: Path) -> None:
+    space = tmp_path / "finetune.yaml"
+    space.write_text(FINETUNE_SPACE)
+    results = tmp_path / "results"
+    results.mkdir()
+    process = _tune(results, isolated_cache, "--space", str(space), "--data-root", str(tiny_builtin))
+    assert process.wait(timeout=600) == 0, (next(tmp_path.glob("tune-*.log"))).read_text()[-3000:]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tune-finetune")
+    trials = _trials(list(client.search_runs([experiment.experiment_id])))
+    assert len(trials) == 2 and all(t.data.tags["method"] == "finetune" for t in trials)
+    assert all(t.info.status == "FINISHED" and "val_acc" in t.data.metrics for t in trials)
+    assert all(0.01 <= float(t.data.params["lr_scale.stem"]) <= 1.0 for t in trials)  # a per-layer rate
+    best = load_config(FinetuneConfig, _study_dir(results) / "best-config.yaml")
+    assert best.train.epochs == 2 and 0.01 <= best.lr_scale["stem"] <= 1.0
