@@ -89,15 +89,17 @@ def run_variant(
     study: str, prefix: str, variant: Variant, tracker: Tracker, parent: str | None, run_dir: Path,
     num_workers: int = 1, use_gpu: bool = False,
 ) -> bool:  # fmt: skip
-    """Train ``variant`` as one Ray Train run into ``run_dir``, tracked as a run of MLflow experiment ``study``
-    (a child of ``parent`` if given); returns whether it finished. A failure is logged and recorded on the run
-    (FAILED, with its error), not raised: one failed configuration must not lose the others."""
+    """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir``, tracked
+    as a run of MLflow experiment ``study`` (a child of ``parent`` if given); returns whether it finished. A
+    failure is logged and recorded on the run (FAILED, with its error), not raised: one failed configuration
+    must not lose the others."""
     method = getattr(variant.config, "method", None)
     tags = {**({"method": method} if method else {}), "seed": variant.config.seed, **variant.tags}
     run_id = tracker.start_run(study, variant.name, parent, tags)
     try:
         tracker.log_params(run_id, flatten(variant.config))
-        job = TrainJob(variant.config, f"{prefix}-{slug(variant.name)}-{run_id[:8]}", run_dir,
+        name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8]) if part)
+        job = TrainJob(variant.config, name, run_dir,
                        run_dir.parent / "ray", tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
         run_training(job)
     except Exception as err:

@@ -61,7 +61,7 @@ def pretrain_backbone(
         return backbone
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
-    if not run_variant(study, "pretrain", variant, tracker, parent, run_dir, num_workers, use_gpu):
+    if not run_variant(study, "", variant, tracker, parent, run_dir, num_workers, use_gpu):
         raise FewshotError(f"{config.method} pre-training failed; its MLflow run's 'error' tag says why ({run_dir})")
     return backbone
 
