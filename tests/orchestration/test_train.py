@@ -14,7 +14,7 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config import ExperimentConfig, PretrainConfig, load_config
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
 from tests.conftest import tiny_overrides
@@ -45,6 +45,23 @@ def test_two_data_parallel_workers_train_and_only_rank_0_logs(
     client = MlflowClient(tracker.uri)
     assert [m.step for m in client.get_metric_history(job.mlflow_run_id, "loss")] == [1, 2]
     assert "val_acc" in client.get_run(job.mlflow_run_id).data.metrics
+
+
+def test_byol_pretraining_runs_data_parallel_on_two_workers(
+    local_ray: None, tiny_builtin: Path, tmp_path: Path
+) -> None:
+    config = load_config(PretrainConfig, None, [
+        f"data.root={tiny_builtin}", "data.image_size=16", "data.n_val_episodes=10", "eval_episode.query=5",
+        "train.epochs=1", "train.batch_size=40", "train.val_episodes=5", "train.device=cpu",
+        "byol.hidden=64", "byol.projection=16"])  # fmt: skip
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = tracker.start_run("test", "byol-2-workers")
+    job = TrainJob(config, f"b-{run_id[:8]}", tmp_path / "run", tmp_path / "ray", tracker.uri, run_id, 2)
+    result = run_training(job)
+    assert result.error is None and result.metrics["epoch"] == 1
+    assert result.metrics["batches_per_s"] > 0  # 160 images, 20 a worker per step: 4 steps
+    client = MlflowClient(tracker.uri)
+    assert "backbone.pt" in {a.path for a in client.list_artifacts(run_id)}
 
 
 def _parent(pid: int) -> int:

@@ -22,10 +22,13 @@ from fewshot.training.tasks import BatchOrder
 SMALL = ["data.image_size=16", "train.batch_size=4", "train.epochs=1", "train.device=cpu", "train.log_every=1"]
 
 
+def _overrides(root: Path, method: str) -> list[str]:
+    return [f"data.root={root}", f"method={method}", *SMALL, "train.batch_size=40", "data.n_val_episodes=10",
+            "train.val_episodes=5", "eval_episode.query=5", "byol.hidden=64", "byol.projection=16"]  # fmt: skip
+
+
 def _pretrain_config(root: Path, method: str) -> PretrainConfig:
-    overrides = [f"data.root={root}", f"method={method}", *SMALL, "train.batch_size=40", "data.n_val_episodes=10",
-                 "train.val_episodes=5", "eval_episode.query=5", "byol.hidden=64", "byol.projection=16"]  # fmt: skip
-    return load_config(PretrainConfig, None, overrides)
+    return load_config(PretrainConfig, None, _overrides(root, method))
 
 
 def _finetune_config(root: Path, **extra: object) -> FinetuneConfig:
@@ -124,3 +127,25 @@ def test_pretraining_writes_a_backbone_that_finetuning_loads(tiny_builtin: Path,
         state = load_checkpoint(tmp_path / "last.pt")["model"]
         online, target = state["backbone.conv1.weight"], state["target_backbone.conv1.weight"]
         assert not torch.equal(online, target)  # the EMA target lags the online net
+
+
+class _StopAfter:
+    """A reporter that interrupts the run after ``epoch`` (its checkpoint is already saved)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_byol_run_resumes_to_the_same_weights(tiny_builtin: Path, tmp_path: Path) -> None:
+    config = load_config(PretrainConfig, None, [*_overrides(tiny_builtin, "byol"), "train.epochs=2"])
+    whole = run_pretraining(config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run_pretraining(config, tmp_path / "resumed", reporter=_StopAfter(1))
+    resumed = run_pretraining(config, tmp_path / "resumed")  # picks up last.pt of epoch 1
+    assert [h["epoch"] for h in resumed.fit.history] == [1, 2]
+    a, b = (load_checkpoint(r.fit.last_checkpoint)["model"] for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, same views, same EMA target
