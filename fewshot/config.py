@@ -308,7 +308,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line, whatever YAML said
+        raise ConfigError(f"{path}:{where} is not valid YAML ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -326,6 +327,11 @@ def set_nested(data: dict[str, Any], keys: list[str], value: Any, override: str)
     data[keys[-1]] = value
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a key) escaped, so an error message stays one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``update``'s values, sub-mappings merged key by key."""
     out = dict(base)
@@ -336,7 +342,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(model: type[BaseModel], error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    key = one_line(".".join(str(part) for part in error["loc"]))
     if error["type"] == "extra_forbidden":
         known = _keys_at(model, error["loc"][:-1])
         close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)

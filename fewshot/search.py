@@ -36,6 +36,7 @@ from fewshot.config import (
     Strict,
     TrainedConfig,
     config_dict,
+    one_line,
     read_yaml,
     set_nested,
     validate_config,
@@ -221,7 +222,7 @@ def _check_bounds(low: float, high: float, log: bool, grid: list[Any] | None) ->
 
 def _describe(error: Any) -> str:
     loc = [str(part) for part in error["loc"] if part not in {"float", "int", "categorical"}]
-    key = ".".join(loc)
+    key = one_line(".".join(loc))
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"unknown key {key!r}"

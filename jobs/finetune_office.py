@@ -45,7 +45,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     results = results_folder(args)
-    tracker = Tracker(args.tracking_uri)
     ours = [o for o in args.overrides if not o.startswith("pretrain.")]
     theirs = [o.removeprefix("pretrain.") for o in args.overrides if o.startswith("pretrain.")]
     finetune = load_config(FinetuneConfig, args.config, [*FINETUNE_QUICK, *transfer_flags(args), *ours])
@@ -61,6 +60,7 @@ def main(args: argparse.Namespace) -> None:
     study = OfficeStudy(
         finetune, backbone(args.supervised, "supervised"), backbone(args.ssl, "byol"), args.settings.upper()
     )
+    tracker = Tracker(args.tracking_uri)
     comparison = run_office(study, tracker, results, args.workers)
     print(comparison.to_markdown())
     print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {tracker.uri})")

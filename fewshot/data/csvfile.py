@@ -3,6 +3,7 @@ missing or unreadable file as a :class:`DataError` naming it."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -13,10 +14,15 @@ from fewshot.errors import DataError
 def read_text_csv(path: Path, blank_as_na: bool = False) -> pd.DataFrame:
     """Read ``path`` with every column as ``str``; with ``blank_as_na`` empty cells become NaN."""
     try:
-        return pd.read_csv(
-            path, dtype=str, keep_default_na=False, na_values=[""] if blank_as_na else None, index_col=False
-        )
+        with warnings.catch_warnings():
+            # A row longer than the header would lose its extra cells with only a warning: make it an error.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=[""] if blank_as_na else None, index_col=False
+            )
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: a row has more cells than the header has columns") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV file ({err})") from None
+        raise DataError(f"{path}: not a readable CSV file ({' '.join(str(err).split())})") from None

@@ -13,7 +13,7 @@ from fewshot.config import DataConfig
 from fewshot.data.builtin import ensure_builtin
 from fewshot.data.cache import ImageBank, load_bank
 from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec
-from fewshot.data.tables import ImageTable, open_split
+from fewshot.data.tables import FEWSHOT_DIRS, ImageTable, open_split
 from fewshot.data.testcase import Testcase, generate_testcase, load_fixed_episodes, write_fixed_episodes
 from fewshot.errors import DataError
 from fewshot.paths import cache_root
@@ -40,6 +40,19 @@ class FewShotData:
 def data_root(config: DataConfig) -> Path:
     """The configured data root, or the built-in dataset (generated on first use) when none is set."""
     return Path(config.root).expanduser().resolve() if config.root is not None else ensure_builtin()
+
+
+def check_splits(
+    config: DataConfig, train_spec: EpisodeSpec | None = None, dirs: tuple[str, ...] = FEWSHOT_DIRS
+) -> tuple[ImageTable, ImageTable]:
+    """Read and validate the train and validation tables (every image file must exist) and, given a training
+    episode shape, check the train split can fill it — without decoding anything. A job calls this before it
+    starts Ray, so a data mistake is one line at once, not a failed run per configuration."""
+    root = data_root(config)
+    train, val = open_split(root, config.train_split, dirs), open_split(root, config.val_split, dirs)
+    if train_spec is not None:
+        EpisodeSampler(train.label_indices(), train.classes, train_spec, 0)
+    return train, val
 
 
 def load_fewshot_data(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from fewshot.cli import add_run_flags, flag_overrides, job_parser
 from fewshot.config import ExperimentConfig, PretrainConfig, load_config
+from fewshot.data.episodes import EpisodeSpec
+from fewshot.data.splits import check_splits
 from fewshot.orchestration.sweep import Sweep, Variant, run_sweep
 from fewshot.orchestration.transfer import pretrain_backbone
 from fewshot.tracking.runs import Tracker
@@ -37,9 +39,11 @@ def seeded(variants: Iterable[Variant], seeds: int) -> list[Variant]:
 def launch(args: argparse.Namespace, make_sweep: Callable[[ExperimentConfig], Sweep]) -> None:
     """Build the sweep from the parsed flags, run it and print its table."""
     results = results_folder(args)
-    tracker = Tracker(args.tracking_uri)
     sweep = make_sweep(base_config(args))
     sweep = Sweep(sweep.study, sweep.name, sweep.by, sweep.title, seeded(sweep.variants, args.seeds))
+    for config in {variant.config.data: variant.config for variant in sweep.variants}.values():
+        check_splits(config.data, EpisodeSpec(**config.train_episode.model_dump()))
+    tracker = Tracker(args.tracking_uri)
     comparison = run_sweep(sweep, tracker, results, args.workers)
     print(comparison.to_markdown())
     print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {tracker.uri})")
@@ -81,9 +85,10 @@ def results_folder(args: argparse.Namespace) -> Path:
 def launch_pretraining(args: argparse.Namespace, method: str) -> None:
     """Pre-train a backbone with ``method`` as the flags say; print where its ``backbone.pt`` is."""
     results = results_folder(args)
-    tracker = Tracker(args.tracking_uri)
     overrides = [f"method={method}", *PRETRAIN_QUICK, *transfer_flags(args), *args.overrides]
     config = load_config(PretrainConfig, args.config, overrides)
+    check_splits(config.data)
+    tracker = Tracker(args.tracking_uri)
     backbone = pretrain_backbone(config, tracker, results, num_workers=args.workers)
     print(f"{method} backbone: {backbone}  (MLflow store: {tracker.uri})")
     print(f"fine-tune it: python jobs/finetune_office.py --{'ssl' if method == 'byol' else 'supervised'} {backbone}")

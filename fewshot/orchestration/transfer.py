@@ -18,11 +18,14 @@ from pathlib import Path
 import ray
 
 from fewshot.config import FinetuneConfig, PretrainConfig, config_dict, to_yaml
+from fewshot.data.splits import check_splits
+from fewshot.data.tables import OFFICE_DIRS
 from fewshot.errors import FewshotError
 from fewshot.models.resnet import load_backbone, resnet50_backbone
 from fewshot.orchestration.sweep import Variant, connect_ray, run_variant
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
+from fewshot.training.finetune import class_targets
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,11 @@ class OfficeStudy:
         unknown = sorted(set(self.settings) - set(SETTINGS))
         if unknown or not self.settings:
             raise FewshotError(f"settings {self.settings!r}: choose from {''.join(SETTINGS)} (e.g. ABCDE or BD)")
+        train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS)  # data mistakes before any training
+        class_targets(val, train.classes)
+        for pretrain in (self.supervised, self.ssl):
+            if isinstance(pretrain, PretrainConfig):
+                check_splits(pretrain.data)
         for kind in ("supervised", "ssl"):
             source = getattr(self, kind)
             if isinstance(source, Path) and any(SETTINGS[s][0] == kind for s in self.settings):

@@ -45,6 +45,8 @@ def gather_runs(tracker: Tracker, parent: str) -> pd.DataFrame:
 def compare(runs: pd.DataFrame, by: str, describe: Sequence[str] = ()) -> pd.DataFrame:
     """Accuracy per value of tag ``by`` over the finished runs, in order of first appearance; tags named in
     ``describe`` (the same within a group, e.g. a setting's pre-training) are carried into the table."""
+    if METRIC not in runs.columns or by not in runs.columns:  # no run finished with a score (all failed)
+        runs = runs.iloc[0:0].reindex(columns=list(dict.fromkeys([*runs.columns, METRIC, CI_METRIC, by, *describe])))
     done = runs[(runs["status"] == "FINISHED") & runs[METRIC].notna()] if len(runs) else runs
     rows = []
     for value, group in done.groupby(by, sort=False):

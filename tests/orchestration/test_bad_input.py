@@ -1,0 +1,57 @@
+"""A data mistake stops a job at once with one line naming the file — before Ray or MLflow start, so no run is
+left RUNNING and nothing is written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fewshot.tracking.tables import compare
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _job(script: str, *args: str, results: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, f"jobs/{script}", "--results", str(results), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("script", ["sweep_distance.py", "pretrain_byol.py", "finetune_office.py"])
+def test_a_missing_image_folder_is_one_line_before_anything_starts(tmp_path: Path, script: str) -> None:
+    for folder in ("mini", "office"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for split in ("train", "val"):
+            (tmp_path / "data" / folder / f"{split}.csv").write_text("id,filename,label\n0,a.jpg,x\n")
+    done = _job(script, "--data-root", str(tmp_path / "data"), results=tmp_path / "results")
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "train.csv: image folder" in line and "does not exist" in line
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "results").exists()  # no MLflow store, no run folder, no Ray session
+
+
+def test_an_office_label_missing_from_training_is_named(tiny_builtin: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "office").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "office" / split).symlink_to(tiny_builtin / "office" / split)
+        frame = pd.read_csv(tiny_builtin / "office" / f"{split}.csv", dtype=str)
+        if split == "val":
+            frame.loc[0, "label"] = "bicycle"
+        frame.to_csv(root / "office" / f"{split}.csv", index=False)
+    (root / "mini").symlink_to(tiny_builtin / "mini")
+    done = _job("finetune_office.py", "--data-root", str(root), results=tmp_path / "results")
+    assert done.returncode == 2
+    assert "val.csv: label 'bicycle' is not a class of the training split" in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_sweep_whose_every_run_failed_has_an_empty_table() -> None:
+    runs = pd.DataFrame({"run_id": ["a", "b"], "status": ["FAILED", "FAILED"], "distance": ["cosine", "euclidean"]})
+    assert compare(runs, "distance").empty

@@ -1,0 +1,123 @@
+"""Malformed input, generated: every reader either accepts a file or rejects it with a one-line FewshotError
+naming it — never another exception (a traceback for a user mistake)."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, load_config
+from fewshot.data.cache import ImageBank
+from fewshot.data.tables import read_image_csv
+from fewshot.data.testcase import load_fixed_episodes
+from fewshot.errors import FewshotError
+from fewshot.search import load_space
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Keys a user might write, right and wrong, so generated configs reach deep into validation.
+KEYS = ["method", "data", "root", "image_size", "train", "epochs", "optim", "lr", "name", "model", "distance",
+        "train_episode", "way", "shot", "query", "byol", "tau_base", "view1", "crop_scale", "lr_scale", "stem",
+        "params", "fixed", "type", "low", "high", "log", "choices", "grid", "samples", "asha", "grace_period",
+        "train.optim.lr", "train_episode.way", "lrr", ""]  # fmt: skip
+SCALARS = st.none() | st.booleans() | st.integers(-5, 100) | st.floats(allow_nan=True) | st.text(max_size=8)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=4), max_leaves=12)  # fmt: skip
+DOCUMENTS = st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5)
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    return path
+
+
+def _accepts_or_names(path: Path, read) -> None:
+    try:
+        read(path)
+    except FewshotError as err:
+        message = str(err)
+        assert message and "\n" not in message.strip()
+        assert str(path) in message or path.name in message or "key" in message or ":" in message
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), DOCUMENTS.map(lambda d: yaml.safe_dump(d, allow_unicode=True))))
+def test_configs_of_every_kind_are_accepted_or_rejected_by_name(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, "config.yaml", text)
+    for kind in (ExperimentConfig, PretrainConfig, FinetuneConfig):
+        _accepts_or_names(path, lambda p, kind=kind: load_config(kind, p))
+
+
+@FUZZ
+@given(st.text(max_size=40), VALUES)
+def test_overrides_are_accepted_or_rejected_by_name(tmp_path: Path, key: str, value: object) -> None:
+    override = f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+    try:
+        load_config(ExperimentConfig, None, [override])
+    except FewshotError as err:
+        assert str(err).strip()
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), DOCUMENTS.map(lambda d: yaml.safe_dump(d, allow_unicode=True)),
+                 st.fixed_dictionaries({"method": st.sampled_from(["protonet", "byol", "finetune", "x"]),
+                                        "params": st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=3)})
+                 .map(yaml.safe_dump)))  # fmt: skip
+def test_search_spaces_are_accepted_or_rejected_by_name(tmp_path: Path, text: str) -> None:
+    _accepts_or_names(_write(tmp_path, "space.yaml", text), load_space)
+
+
+CELLS = st.text(alphabet=string.ascii_letters + string.digits + ' ,."\n_-./é', max_size=12)
+
+
+@FUZZ
+@given(st.lists(st.lists(CELLS, max_size=5), max_size=6), st.booleans())
+def test_image_csvs_are_accepted_or_rejected_by_name(tmp_path: Path, rows: list[list[str]], header: bool) -> None:
+    (tmp_path / "split").mkdir(exist_ok=True)
+    lines = [["id", "filename", "label"]] * header + rows
+    path = _write(tmp_path, "split.csv", "\n".join(",".join(row) for row in lines))
+    _accepts_or_names(path, read_image_csv)
+
+
+def _bank() -> ImageBank:
+    ids = tuple(f"im{i}" for i in range(12))
+    return ImageBank(torch.zeros(12, 3, 4, 4, dtype=torch.uint8), torch.arange(12) // 4, ("a", "b", "c"), ids)
+
+
+ID_CELLS = st.sampled_from([f"im{i}" for i in range(12)] + ["", "im99", "x", "0", "-1", "1.5"])
+
+
+@FUZZ
+@given(st.lists(st.lists(ID_CELLS, min_size=0, max_size=8), max_size=4), st.booleans(),
+       st.lists(st.lists(st.sampled_from(["0", "1", "2", "3", "-1", "", "a"]), max_size=6), max_size=4))  # fmt: skip
+def test_testcase_files_are_accepted_or_rejected_by_name(
+    tmp_path: Path, rows: list[list[str]], with_truth: bool, truth: list[list[str]]
+) -> None:
+    header = ["episode_id", "query0", "query1", "query2", "query3", "query4", "query5"]
+    body = [[str(i), *row] for i, row in enumerate(rows)]
+    path = _write(tmp_path, "val_testcase.csv", "\n".join(",".join(r) for r in [header, *body]))
+    gt = tmp_path / "val_testcase_gt.csv"
+    gt.unlink(missing_ok=True)
+    if with_truth:
+        _write(
+            tmp_path,
+            gt.name,
+            "\n".join(",".join(r) for r in [["episode_id", "query0"], *[[str(i), *t] for i, t in enumerate(truth)]]),
+        )
+    _accepts_or_names(path, lambda p: load_fixed_episodes(p, _bank(), way=2, shot=1))
+
+
+def test_a_well_formed_testcase_is_accepted(tmp_path: Path) -> None:
+    """The generator above can produce valid files: the property is not vacuous."""
+    header = "episode_id,support0,support1,query0,query1"
+    path = _write(tmp_path, "val_testcase.csv", f"{header}\n0,im0,im4,im1,im5\n")
+    _write(tmp_path, "val_testcase_gt.csv", "episode_id,query0,query1\n0,0,1\n")
+    _, episodes = load_fixed_episodes(path, _bank(), way=2, shot=1)
+    assert np.array_equal(episodes[0].query_labels.numpy(), [0, 1])
