@@ -19,7 +19,9 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 
+from fewshot.errors import FewshotError
 from fewshot.paths import results_root
 
 log = logging.getLogger(__name__)
@@ -145,19 +147,58 @@ class Tracker:
         return None  # a tracking server decides
 
 
+class TrackingError(FewshotError):
+    """The MLflow tracking server stayed unreachable: what could not be logged is named."""
+
+
+# What a client call raises when the tracking server is down (after MLflow's own retries).
+UNREACHABLE = (MlflowException, OSError)
+
+
 class MlflowReporter:
     """A training-loop reporter that logs each epoch's metrics to one MLflow run (step = epoch).
 
     Epochs the run already holds are skipped: a worker restarted from its last checkpoint repeats, with the
     same seeds, an epoch it may have logged just before it died, and the history must not hold it twice.
+
+    A tracking server that cannot be reached does not stop training: the epoch is kept and sent, in order,
+    with the next report. :meth:`flush` (when training ends) waits up to ``patience`` seconds for the server,
+    then raises :class:`TrackingError` naming the epochs not logged — never a silent loss.
     """
 
-    def __init__(self, tracker: Tracker, run_id: str) -> None:
-        self.tracker, self.run_id = tracker, run_id
+    def __init__(self, tracker: Tracker, run_id: str, patience: float = 600.0) -> None:
+        self.tracker, self.run_id, self.patience = tracker, run_id, patience
         self.logged = {m.step for m in tracker.client.get_metric_history(run_id, "loss")}
+        self.pending: list[tuple[int, dict[str, float]]] = []
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         if epoch in self.logged:
             return
-        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
-        self.logged.add(epoch)
+        self.pending.append((epoch, dict(metrics)))
+        self._send()
+
+    def flush(self) -> None:
+        """Send every kept epoch, waiting for the server up to ``patience`` seconds."""
+        deadline = time.monotonic() + self.patience
+        while not self._send():
+            if time.monotonic() > deadline:
+                epochs = ", ".join(str(epoch) for epoch, _ in self.pending)
+                raise TrackingError(
+                    f"MLflow at {self.tracker.uri} unreachable for {self.patience:.0f} s: epoch(s) {epochs} of run "
+                    f"{self.run_id} not logged (the run's checkpoint history holds them)"
+                )
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+
+    def _send(self) -> bool:
+        while self.pending:
+            epoch, metrics = self.pending[0]
+            try:
+                self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+            except UNREACHABLE as err:
+                reason = " ".join(str(err).split())[:200]
+                log.warning("MLflow at %s unreachable (%s); %d epoch(s) kept to log later",
+                            self.tracker.uri, reason, len(self.pending))  # fmt: skip
+                return False
+            self.logged.add(epoch)
+            self.pending.pop(0)
+        return True
