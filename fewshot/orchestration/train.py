@@ -117,8 +117,12 @@ def _worker(payload: dict[str, Any]) -> None:
     ray_reporter = RayReporter(last_epoch=config.train.epochs)
     reporters: list[Reporter] = [LogReporter(), ray_reporter]
     mlflow_reporter = MlflowReporter(tracker, payload["run_id"]) if tracker is not None else None
-    if mlflow_reporter is not None:
+    if tracker is not None and mlflow_reporter is not None:
         reporters.insert(0, mlflow_reporter)
+        # Which node ran it (rank 0's), and whether the decoded data came from the object store.
+        node = ray.get_runtime_context().get_node_id()
+        shared = "object store" if payload["banks"] is not None else "disk cache"
+        tracker.set_tags(payload["run_id"], {"ray_node": node, "data_from": shared})
     run_dir = Path(payload["run_dir"])
     banks: SharedBanks | None = payload["banks"]
     load = banks.load if banks is not None else load_bank
