@@ -30,7 +30,7 @@ from fewshot.data.cache import load_bank
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker
-from fewshot.training.checkpoint import load_checkpoint
+from fewshot.training.checkpoint import load_checkpoint, save_checkpoint
 from fewshot.training.experiment import ExperimentResult, run_experiment
 from fewshot.training.finetune import run_finetuning
 from fewshot.training.loop import Placement
@@ -209,7 +209,14 @@ def _log_final(tracker: Tracker, run_id: str, result: ExperimentResult, run_dir:
         final["colour_baseline_acc"] = result.colour_baseline.mean
     tracker.log_metrics(run_id, final, step=result.fit.history[-1]["epoch"] if result.fit.history else 0)
     curves = learning_curves(result.fit.history, name, run_dir / "learning_curves.png")
-    outputs = (run_dir / "config.yaml", result.fit.best_checkpoint, result.predictions, curves, *result.plots)
-    for path in (*outputs, *result.files):
+    for path in (run_dir / "config.yaml", result.predictions, curves, *result.plots, *result.files):
         if path is not None and Path(path).is_file():
             tracker.log_artifact(run_id, Path(path))
+    if result.fit.best_checkpoint.is_file():
+        # The model, not the optimiser state a resume needs (2/3 of a ResNet-50 run's checkpoint under Adam):
+        # enough for jobs/predict.py, jobs/tsne.py and fine-tuning. The run folder keeps the whole file.
+        state = load_checkpoint(result.fit.best_checkpoint)
+        with tempfile.TemporaryDirectory() as folder:
+            slim = Path(folder) / result.fit.best_checkpoint.name
+            save_checkpoint(slim, {k: v for k, v in state.items() if k not in ("optimizers", "schedules")})
+            tracker.log_artifact(run_id, slim)

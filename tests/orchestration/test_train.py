@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from fewshot.config import ExperimentConfig, PretrainConfig, load_config
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
+from fewshot.training.checkpoint import load_checkpoint
 from tests.conftest import tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -61,7 +62,9 @@ def test_byol_pretraining_runs_data_parallel_on_two_workers(
     assert result.error is None and result.metrics["epoch"] == 1
     assert result.metrics["batches_per_s"] > 0  # 160 images, 20 a worker per step: 4 steps
     client = MlflowClient(tracker.uri)
-    assert "backbone.pt" in {a.path for a in client.list_artifacts(run_id)}
+    assert {"backbone.pt", "best.pt"} <= {a.path for a in client.list_artifacts(run_id)}
+    logged = load_checkpoint(Path(client.download_artifacts(run_id, "best.pt", str(tmp_path))))
+    assert "optimizers" not in logged and "target_backbone.conv1.weight" in logged["model"]  # the model only
 
 
 def _parent(pid: int) -> int:
