@@ -1,4 +1,4 @@
-"""Where fewshot keeps what it generates: the built-in datasets and the decoded image caches."""
+"""Where fewshot keeps what it generates: built-in datasets and decoded caches, runs, Ray's checkpoints."""
 
 import os
 from pathlib import Path
@@ -19,3 +19,18 @@ def results_root() -> Path:
     Absolute because Ray jobs and trials run in other working directories.
     """
     return Path(os.environ.get("FEWSHOT_RESULTS", "results")).expanduser().resolve()
+
+
+def ray_storage(local: Path) -> str:
+    """Where Ray Train and Tune keep the checkpoints and state of what runs in ``local`` (a folder under the
+    results root): below ``$FEWSHOT_STORAGE`` when it is set — cloud storage (``s3://bucket/ray``) or a shared
+    file system, which a multi-node cluster needs, since any node may restore a run — else ``local`` itself."""
+    base = os.environ.get("FEWSHOT_STORAGE")
+    if not base:
+        return str(local)
+    local = Path(local).resolve()
+    try:
+        relative = local.relative_to(results_root()).as_posix()
+    except ValueError:  # outside the results root: keep the last two parts, enough to tell runs apart
+        relative = "/".join(local.parts[-2:])
+    return f"{base.rstrip('/')}/{relative}"

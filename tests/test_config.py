@@ -87,3 +87,14 @@ def test_flatten_gives_dotted_keys() -> None:
     assert flat["train.lr"] == 0.25
     assert flat["episode.way"] == 5
     assert flat["data.root"] is None
+
+
+def test_ray_storage_is_local_unless_a_shared_storage_is_named(monkeypatch, tmp_path) -> None:
+    from fewshot.paths import ray_storage
+
+    monkeypatch.setenv("FEWSHOT_RESULTS", str(tmp_path))
+    monkeypatch.delenv("FEWSHOT_STORAGE", raising=False)
+    assert ray_storage(tmp_path / "tune" / "study") == str(tmp_path / "tune" / "study")
+    monkeypatch.setenv("FEWSHOT_STORAGE", "s3://bucket/ray/")
+    assert ray_storage(tmp_path / "tune" / "study") == "s3://bucket/ray/tune/study"
+    assert ray_storage(Path("/elsewhere/sweep/ray")) == "s3://bucket/ray/sweep/ray"

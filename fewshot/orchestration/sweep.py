@@ -21,6 +21,7 @@ import ray
 from fewshot.config import TrainedConfig, flatten
 from fewshot.errors import FewshotError
 from fewshot.orchestration.train import TrainJob, run_training
+from fewshot.paths import ray_storage
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
 
@@ -100,7 +101,7 @@ def run_variant(
         tracker.log_params(run_id, flatten(variant.config))
         name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8]) if part)
         job = TrainJob(variant.config, name, run_dir,
-                       run_dir.parent / "ray", tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
+                       ray_storage(run_dir.parent / "ray"), tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
         run_training(job)
     except Exception as err:
         log.error("%s failed: %s", variant.name, err)

@@ -53,7 +53,7 @@ class TrainJob:
     config: TrainedConfig
     name: str
     run_dir: Path
-    storage_path: Path  # Ray Train's checkpoints and results
+    storage_path: Path | str  # Ray Train's checkpoints and results: a folder or a URI (see paths.ray_storage)
     tracking_uri: str
     mlflow_run_id: str
     num_workers: int = 1

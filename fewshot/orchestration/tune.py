@@ -41,6 +41,7 @@ from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks, share_banks
 from fewshot.orchestration.sweep import connect_ray
 from fewshot.orchestration.train import TrainJob, run_training
+from fewshot.paths import ray_storage
 from fewshot.search import SearchSpace, check_space, config_type
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.studies import COMPLETED, VERDICT_TAG, StudySummary, last_epoch, publish_study
@@ -181,12 +182,15 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     banks = share_banks(data, dirs=OFFICE_DIRS if space.method == "finetune" else FEWSHOT_DIRS)
     # The Tune side of a trial only waits on its Train run: it reserves memory, no CPU its workers could need.
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, context=TrialContext(study, space, base, plan, banks)),
+        ray.tune.with_parameters(
+            _trial, context=TrialContext(study, space, base, plan, banks, ray_storage(study.folder / "train"))
+        ),
         {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
     )
     try:
         if resume:  # Tune restores trials, scheduler, searcher and this run's callbacks from the folder
-            tuner = ray.tune.Tuner.restore(str(study.folder), trainable, resume_unfinished=True, resume_errored=True)
+            tuner = ray.tune.Tuner.restore(ray_storage(study.folder), trainable, resume_unfinished=True,
+                                           resume_errored=True)  # fmt: skip
         else:
             tuner = ray.tune.Tuner(
                 trainable,
@@ -194,7 +198,7 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
                 tune_config=_tune_config(study, space, base, plan),
                 run_config=ray.tune.RunConfig(
                     name=study.name,
-                    storage_path=str(study.folder.parent),
+                    storage_path=ray_storage(study.folder.parent),
                     callbacks=[Verdicts(tracker.uri, study.parent_run_id)],
                     verbose=1,
                 ),
@@ -222,6 +226,7 @@ class TrialContext:
     base: TrainedConfig
     plan: TrialPlan
     banks: SharedBanks
+    storage: str  # where the trials' Ray Train runs keep their checkpoints (decided by the driver)
 
 
 def _trial(params: dict[str, Any], context: TrialContext) -> None:
@@ -250,7 +255,7 @@ def _trial(params: dict[str, Any], context: TrialContext) -> None:
         config,
         name=f"trial-{trial_id}",
         run_dir=study.folder / "trials" / trial_id,
-        storage_path=study.folder / "train",
+        storage_path=context.storage,
         tracking_uri=tracker.uri,
         mlflow_run_id=run_id,
         use_gpu=context.plan.use_gpu,

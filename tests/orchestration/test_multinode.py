@@ -1,5 +1,6 @@
 """A study on a simulated two-node cluster (Ray's ``cluster_utils``, two raylets on this machine): trials run
-on both nodes, read the decoded data from the object store, and log into one MLflow store."""
+on both nodes, read the decoded data from the object store, keep their checkpoints in the shared storage
+(``$FEWSHOT_STORAGE``), and log into one MLflow store."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def test_trials_spread_over_both_nodes_into_one_store(
 ) -> None:
     assert len(two_nodes) == 2
     monkeypatch.setenv("FEWSHOT_RESULTS", str(tmp_path))
+    shared = tmp_path / "shared"  # what every node of a real cluster reaches: cloud storage or a shared disk
+    monkeypatch.setenv("FEWSHOT_STORAGE", str(shared))
     space_file = tmp_path / "space.yaml"
     space_file.write_text(SPACE)
     base = ExperimentConfig.model_validate({"data": {"root": str(tiny_builtin)}})
@@ -63,3 +66,7 @@ def test_trials_spread_over_both_nodes_into_one_store(
     assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
     assert {t.data.tags["ray_node"] for t in trials} == two_nodes
     assert {t.data.tags["data_from"] for t in trials} == {"object store"}
+    # Tune's experiment state and the trials' Ray Train checkpoints are in the shared storage, not on a node.
+    assert (shared / "tune" / study.name / "tuner.pkl").is_file()
+    assert len(list((shared / "tune" / study.name / "train").glob("trial-*/checkpoint_2*"))) == 2
+    assert not (study.folder / "tuner.pkl").exists() and (study.folder / "trials.csv").is_file()
