@@ -139,35 +139,36 @@ class ScheduleConfig(Strict):
     gamma: float = Field(0.5, gt=0, le=1)
 
 
-class TrainConfig(Strict):
+class LoopConfig(Strict):
+    """What every training run sets: epochs, optimiser and schedule, validation and logging, device."""
+
     epochs: int = Field(10, ge=1)
-    episodes_per_epoch: int = Field(100, ge=1)
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    flip: bool = True  # random horizontal flip of training images
+    flip: bool = True  # random horizontal flip of training images (BYOL's views have their own)
     val_every: int = Field(1, ge=1)  # epochs between validations
     val_episodes: int | None = Field(200, ge=1)  # validate on the first N fixed episodes (None: all)
-    log_every: int = Field(50, ge=1)  # episodes between progress lines
+    log_every: int = Field(50, ge=1)  # steps between progress lines
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
 
 
-class BatchTrainConfig(Strict):
+class TrainConfig(LoopConfig):
+    """Few-shot training: ``episodes_per_epoch`` episodes an epoch."""
+
+    episodes_per_epoch: int = Field(100, ge=1)
+
+
+class BatchTrainConfig(LoopConfig):
     """Training on shuffled mini-batches of images (pre-training, fine-tuning): ``batch_size`` is global, split
     between data-parallel workers; an epoch is one pass over the training split (the last partial batch dropped).
     """
 
-    epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=2)
-    optim: OptimConfig = OptimConfig()
-    schedule: ScheduleConfig = ScheduleConfig(name="cosine")
-    flip: bool = True  # random horizontal flip (supervised training; BYOL's views have their own)
     crop_scale: tuple[float, float] | None = (0.35, 1.0)  # random resized crop of supervised images; null: none
-    val_every: int = Field(1, ge=1)
+    schedule: ScheduleConfig = ScheduleConfig(name="cosine")
     val_episodes: int | None = Field(100, ge=1)  # pre-training: few-shot episodes scored each epoch (None: all)
-    log_every: int = Field(10, ge=1)  # batches between progress lines
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    channels_last: bool = True
+    log_every: int = Field(10, ge=1)
 
 
 # Images for a ResNet-50 on a CPU: small, resized on decoding (the cache keeps each size once). 64 px, not 32:

@@ -112,24 +112,22 @@ def _worker(payload: dict[str, Any]) -> None:
     # batch statistics matter); episodes are small and whole on every worker, so few-shot runs keep theirs.
     sync_bn = world > 1 and device.type == "cuda" and not isinstance(config, ExperimentConfig)
     placement = Placement(device=device, rank=rank, world_size=world, wrap=_wrapper(world, sync_bn))
-    tracker = Tracker(payload["tracking_uri"]) if rank == 0 else None
-    # MLflow before Ray: an epoch is in MLflow before its checkpoint exists, so a restart never loses one.
-    ray_reporter = RayReporter(last_epoch=config.train.epochs)
-    reporters: list[Reporter] = [LogReporter(), ray_reporter]
-    mlflow_reporter = MlflowReporter(tracker, payload["run_id"]) if tracker is not None else None
-    if tracker is not None and mlflow_reporter is not None:
-        reporters.insert(0, mlflow_reporter)
-        # Which node ran it (rank 0's), and whether the decoded data came from the object store.
-        node = ray.get_runtime_context().get_node_id()
-        shared = "object store" if payload["banks"] is not None else "disk cache"
-        tracker.set_tags(payload["run_id"], {"ray_node": node, "data_from": shared})
-    run_dir = Path(payload["run_dir"])
+    run_dir, run_id = Path(payload["run_dir"]), payload["run_id"]
     banks: SharedBanks | None = payload["banks"]
+    # Rank 0 logs to MLflow, before Ray: an epoch is in MLflow before its checkpoint exists, so a restart never
+    # loses one.
+    mlflow = MlflowReporter(Tracker(payload["tracking_uri"]), run_id) if rank == 0 else None
+    ray_reporter = RayReporter(last_epoch=config.train.epochs)
+    reporters: list[Reporter] = [*([mlflow] if mlflow else []), LogReporter(), ray_reporter]
+    if mlflow is not None:  # which node ran it, and whether the decoded data came from the object store
+        where = {"ray_node": ray.get_runtime_context().get_node_id(),
+                 "data_from": "object store" if banks is not None else "disk cache"}  # fmt: skip
+        mlflow.tracker.set_tags(run_id, where)
     load = banks.load if banks is not None else load_bank
     result = runner(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
-    if tracker is not None and mlflow_reporter is not None:
-        mlflow_reporter.flush()  # epochs kept while the tracking server was down; waits for it to come back
-        _log_final(tracker, payload["run_id"], result, run_dir, payload["name"])
+    if mlflow is not None:
+        mlflow.flush()  # epochs kept while the tracking server was down; waits for it to come back
+        _log_final(mlflow.tracker, run_id, result, run_dir, payload["name"])
     ray_reporter.report_last(result)
 
 

@@ -83,15 +83,18 @@ class OfficeStudy:
         unknown = sorted(set(self.settings) - set(SETTINGS))
         if unknown or not self.settings:
             raise FewshotError(f"settings {self.settings!r}: choose from {''.join(SETTINGS)} (e.g. ABCDE or BD)")
-        train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS)  # data mistakes before any training
+        # Data and checkpoint mistakes fail here, before any training.
+        train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS)
         class_targets(val, train.classes)
-        for pretrain in (self.supervised, self.ssl):
-            if isinstance(pretrain, PretrainConfig):
-                check_splits(pretrain.data)
-        for kind in ("supervised", "ssl"):
-            source = getattr(self, kind)
-            if isinstance(source, Path) and any(SETTINGS[s][0] == kind for s in self.settings):
-                load_backbone(resnet50_backbone(), source)  # a bad checkpoint fails here, before any training
+        sources = [getattr(self, kind) for kind in self.needed()]
+        for data in {source.data for source in sources if isinstance(source, PretrainConfig)}:
+            check_splits(data)
+        for path in (source for source in sources if isinstance(source, Path)):
+            load_backbone(resnet50_backbone(), path)
+
+    def needed(self) -> list[str]:
+        """The kinds of pre-trained backbone (``supervised``, ``ssl``) the settings use."""
+        return [kind for kind in ("supervised", "ssl") if any(SETTINGS[s][0] == kind for s in self.settings)]
 
 
 def run_office(study: OfficeStudy, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:
@@ -102,13 +105,12 @@ def run_office(study: OfficeStudy, tracker: Tracker, results: Path, num_workers:
     with tracker.run(STUDY, f"settings-{study.settings}", tags={"sweep": STUDY, "by": "setting"}) as parent:
         tracker.set_tags(parent, {"results_dir": out})
         backbones: dict[str, Path | None] = {"none": None}
-        for kind in ("supervised", "ssl"):
-            if any(SETTINGS[s][0] == kind for s in study.settings):
-                source = getattr(study, kind)
-                if isinstance(source, PretrainConfig):
-                    source = pretrain_backbone(source, tracker, results, STUDY, parent, num_workers)
-                backbones[kind] = source
-                tracker.set_tags(parent, {f"{kind}_backbone": source})
+        for kind in study.needed():
+            source = getattr(study, kind)
+            if isinstance(source, PretrainConfig):
+                source = pretrain_backbone(source, tracker, results, STUDY, parent, num_workers)
+            backbones[kind] = source
+            tracker.set_tags(parent, {f"{kind}_backbone": source})
         for index, setting in enumerate(study.settings, 1):
             pretraining, finetuning = SETTINGS[setting]
             config = study.finetune.model_copy(update={"backbone": backbones[pretraining],

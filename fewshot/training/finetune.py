@@ -61,9 +61,9 @@ def classify(model: Classifier, bank: ImageBank, device: torch.device, batch_siz
     return torch.cat(predictions)
 
 
-def classification_score(model: Classifier, bank: ImageBank, targets: torch.Tensor, device: torch.device) -> Score:
-    """Accuracy (%) over ``bank``'s images with its 95% interval (``1.96 * std / sqrt(n)`` of right/wrong)."""
-    return mean_ci95((classify(model, bank, device) == targets).double().numpy())
+def classification_score(predicted: torch.Tensor, targets: torch.Tensor) -> Score:
+    """Accuracy (%) of ``predicted`` class indices with its 95% interval (``1.96 * std / sqrt(n)`` of right/wrong)."""
+    return mean_ci95((predicted == targets).double().numpy())
 
 
 def write_office_predictions(path: Path, table: ImageTable, predicted: torch.Tensor, classes: tuple[str, ...]) -> None:
@@ -100,7 +100,7 @@ def run_finetuning(
     model = Classifier(backbone, FEATURES, len(train.classes), config.freeze, config.lr_scale)
 
     def validate(model: Classifier, device: torch.device) -> dict[str, float]:
-        score = classification_score(model, val, val_targets, device)
+        score = classification_score(classify(model, val, device), val_targets)
         return {"val_acc": score.mean, "val_ci95": score.ci95}
 
     task = LabelledBatchTask(train, train.labels, config.train, config.seed, placement.world_size, validate)
@@ -109,7 +109,7 @@ def run_finetuning(
         return ExperimentResult(None, fit, None, None)
     model.load_state_dict(load_checkpoint(fit.best_checkpoint, placement.device)["model"])
     predicted = classify(model, val, placement.device)
-    score = mean_ci95((predicted == val_targets).double().numpy())
+    score = classification_score(predicted, val_targets)
     predictions = run_dir / "predictions.csv"
     write_office_predictions(predictions, val_table, predicted, train.classes)
     log.info("best epoch %d: %s on %d validation images -> %s", fit.best_epoch, score, len(val), predictions)

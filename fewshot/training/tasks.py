@@ -65,13 +65,13 @@ class BatchOrder:
     """Which rows of an ``n``-image split each worker takes at each step: ``batch_size`` (global) images a step,
     ``world_size`` ranks, one seeded shuffle per epoch; an epoch's last partial batch is dropped."""
 
-    def __init__(self, n: int, batch_size: int, world_size: int, seed: int, source: str = "the training split") -> None:
+    def __init__(self, n: int, batch_size: int, world_size: int, seed: int) -> None:
         self.n, self.world_size, self.seed = n, world_size, seed
         self.per_worker = max(1, batch_size // world_size)
         self.steps_per_epoch = n // (self.per_worker * world_size)
         if self.steps_per_epoch == 0:
             raise DataError(
-                f"{source} has {n} images, fewer than one batch of {self.per_worker * world_size}; "
+                f"the training split has {n} images, fewer than one batch of {self.per_worker * world_size}; "
                 "lower train.batch_size"
             )
 
@@ -95,42 +95,49 @@ def supervised_transform(train: BatchTrainConfig, size: int) -> Callable[[torch.
     return ViewTransform(ViewConfig(crop_scale=train.crop_scale, flip_p=0.5 if train.flip else 0.0, **off), size)
 
 
-class LabelledBatchTask:
-    """Labelled mini-batches of ``bank`` (class indices ``targets``), validated by ``validate``."""
+class _BatchTask:
+    """Mini-batches of ``bank`` in :class:`BatchOrder`, validated by ``validate``."""
 
     unit = "batches"
+
+    def __init__(self, bank: ImageBank, train: BatchTrainConfig, seed: int, world_size: int, validate: Validation):
+        self.bank, self.validate = bank, validate
+        self.order = BatchOrder(len(bank), train.batch_size, world_size, seed)
+        self.steps_per_epoch = self.order.steps_per_epoch
+
+    def _images(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``index``'s rows, and their uint8 images on ``device``."""
+        rows = self.order.rows(index)
+        return rows, self.bank.images[rows.to(self.bank.images.device)].to(device, non_blocking=True)
+
+
+class LabelledBatchTask(_BatchTask):
+    """Labelled mini-batches (class indices ``targets``), each image randomly cropped and flipped."""
 
     def __init__(
         self, bank: ImageBank, targets: torch.Tensor, train: BatchTrainConfig, seed: int, world_size: int,
         validate: Validation,
     ) -> None:  # fmt: skip
-        self.bank, self.targets, self.validate = bank, targets, validate
-        self.order = BatchOrder(len(bank), train.batch_size, world_size, seed)
-        self.steps_per_epoch = self.order.steps_per_epoch
+        super().__init__(bank, train, seed, world_size, validate)
+        self.targets = targets
         self.transform = supervised_transform(train, bank.images.shape[-1])
 
     def inputs(self, index: int, device: torch.device) -> LabelledBatch:
-        rows = self.order.rows(index)
-        images = self.bank.images[rows.to(self.bank.images.device)].to(device, non_blocking=True)
+        rows, images = self._images(index, device)
         return LabelledBatch(self.transform(images), self.targets[rows].to(device))
 
 
-class ViewBatchTask:
-    """Unlabelled mini-batches of ``bank``, each image as BYOL's two augmented views; validated by ``validate``."""
-
-    unit = "batches"
+class ViewBatchTask(_BatchTask):
+    """Unlabelled mini-batches, each image as BYOL's two augmented views."""
 
     def __init__(
         self, bank: ImageBank, byol: ByolConfig, train: BatchTrainConfig, seed: int, world_size: int,
         validate: Validation,
     ) -> None:  # fmt: skip
-        self.bank, self.validate = bank, validate
-        self.order = BatchOrder(len(bank), train.batch_size, world_size, seed)
-        self.steps_per_epoch = self.order.steps_per_epoch
+        super().__init__(bank, train, seed, world_size, validate)
         size = bank.images.shape[-1]
         self.views = ViewTransform(byol.view1, size), ViewTransform(byol.view2, size)
 
     def inputs(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.order.rows(index)
-        images = self.bank.images[rows.to(self.bank.images.device)].to(device, non_blocking=True)
+        _, images = self._images(index, device)
         return self.views[0](images), self.views[1](images)
