@@ -9,8 +9,6 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from fewshot.config import ByolConfig, ViewConfig
-from fewshot.data.views import ViewTransform
 from fewshot.methods.byol import BYOL, regression_loss, target_tau
 from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
 from fewshot.training.checkpoint import CheckpointError
@@ -64,17 +62,6 @@ def test_tau_rises_from_its_base_to_one_on_a_cosine() -> None:
     assert target_tau(50, 100, 0.996) == pytest.approx(0.998)
     taus = [target_tau(step, 100, 0.9) for step in range(101)]
     assert taus == sorted(taus)
-
-
-def test_views_draw_fresh_randomness_for_every_image() -> None:
-    torch.manual_seed(0)
-    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-    views = ViewTransform(ByolConfig().view2, 24)(image.expand(8, -1, -1, -1))
-    assert views.shape == (8, 3, 24, 24) and views.dtype == torch.float32
-    assert len({tuple(v.flatten()[:50].tolist()) for v in views}) == 8  # the same image, eight different views
-    plain = ViewConfig(crop_scale=(1.0, 1.0), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0, solarize_p=0)
-    same = ViewTransform(plain, 32)(image.expand(2, -1, -1, -1))
-    assert torch.equal(same[0], same[1])  # with every augmentation off, a view is the normalised image
 
 
 def test_resnet50_backbone_gives_2048_features_and_loads_a_torchvision_state_dict(tmp_path: Path) -> None:
