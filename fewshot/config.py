@@ -151,6 +151,8 @@ class LoopConfig(Strict):
     log_every: int = Field(50, ge=1)  # steps between progress lines
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
+    amp: bool | None = None  # mixed precision (bfloat16 autocast); unset: on for CUDA, off for CPUs
+    resident: bool | None = None  # decoded images kept in GPU memory; unset: on for CUDA when they fit
 
 
 class TrainConfig(LoopConfig):

@@ -106,3 +106,14 @@ def random_episode(way: int = 3, shot: int = 2, query: int = 4, size: int = 8) -
         way=way,
         shot=shot,
     )
+
+
+class StopAfter:
+    """A reporter that interrupts the run after ``epoch`` (its checkpoint is already saved), like a Ctrl-C."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt

@@ -55,8 +55,9 @@ class ImageBank:
         return {image_id: row for row, image_id in enumerate(self.ids)}
 
     def to(self, device: torch.device | str) -> ImageBank:
-        """The same bank with its images on ``device`` (e.g. kept resident on a GPU)."""
-        return ImageBank(self.images.to(device), self.labels.to(device), self.classes, self.ids)
+        """The same bank with its images on ``device`` (kept resident on a GPU); the labels, which samplers
+        read on the CPU, stay where they are."""
+        return ImageBank(self.images.to(device), self.labels, self.classes, self.ids)
 
 
 def load_bank(table: ImageTable, image_size: int, resize: bool = False, cache_dir: Path | None = None) -> ImageBank:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from fewshot.config import DataConfig
 from fewshot.data.builtin import ensure_builtin
 from fewshot.data.cache import ImageBank, load_bank
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 # How a split becomes a bank: ``(table, image_size, resize, cache_dir) -> ImageBank``. The default decodes
 # through the on-disk cache; a cluster passes one that reads a bank already shared in memory.
 BankLoader = Callable[[ImageTable, int, bool, Path | None], ImageBank]
+
+RESIDENT_SHARE = 0.25  # automatic residency: a bank may take this share of the GPU's free memory
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,25 @@ def _default_testcase(config: DataConfig, table: ImageTable, spec: EpisodeSpec, 
 def _n_columns(path: Path) -> int:
     with path.open() as handle:
         return len(handle.readline().split(","))
+
+
+def keep_resident(bank: ImageBank, device: torch.device, resident: bool | None) -> ImageBank:
+    """``bank`` on ``device`` when ``resident`` (None: on CUDA, when it fits in a quarter of the free memory)."""
+    if device.type == "cpu" or bank.images.device == device:
+        return bank
+    if resident is None:
+        free, _ = torch.cuda.mem_get_info(device) if device.type == "cuda" else (0, 0)
+        resident = bank.images.numel() <= RESIDENT_SHARE * free
+        if not resident:
+            log.info("%d images (%.0f MiB) stay in host memory: more than %.0f%% of the %.0f MiB free on %s",
+                     len(bank), bank.images.numel() / 2**20, 100 * RESIDENT_SHARE, free / 2**20, device)  # fmt: skip
+    return bank.to(device) if resident else bank
+
+
+def resident_loader(load: BankLoader, device: torch.device, resident: bool | None) -> BankLoader:
+    """``load``, with every bank it gives kept on ``device`` as :func:`keep_resident` decides."""
+
+    def loader(table: ImageTable, image_size: int, resize: bool, cache_dir: Path | None) -> ImageBank:
+        return keep_resident(load(table, image_size, resize, cache_dir), device, resident)
+
+    return loader

@@ -21,6 +21,7 @@ from fewshot.data.transforms import EpisodeTensors
 from fewshot.methods.base import EpisodicMethod, Objective, StepOutput
 from fewshot.methods.hallucination import Generator, draw_noise
 from fewshot.methods.protonet import prototypes
+from fewshot.precision import full_precision
 
 
 class Critic(nn.Module):
@@ -46,6 +47,7 @@ def gradient_penalty(critic: CriticFn, real: torch.Tensor, fake: torch.Tensor, c
     return (grads.norm(2, dim=1) - 1).pow(2).mean()
 
 
+@full_precision
 def anti_collapse(fake1: torch.Tensor, fake2: torch.Tensor, noise1: torch.Tensor, noise2: torch.Tensor,
                   eps: float = 1e-5) -> torch.Tensor:  # fmt: skip
     """``mean((1 - cos(z1, z2)) / (1 - cos(f1, f2) + eps))``: large when two different noises give nearly the

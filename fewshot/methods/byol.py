@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.methods.base import StepOutput, TrainedModule
+from fewshot.precision import full_precision
 
 
 class MLP(nn.Sequential):
@@ -25,6 +26,7 @@ class MLP(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
 
 
+@full_precision
 def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``mean(2 - 2 cos(p, z))`` over the batch; no gradient flows into ``target``."""
     return (2 - 2 * F.cosine_similarity(prediction, target.detach(), dim=1)).mean()

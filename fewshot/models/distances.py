@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewshot.precision import full_precision
 
+
+@full_precision  # the expansion cancels: in bfloat16 near distances would be noise
 def squared_euclidean(query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """``(Q, D), (N, D) -> (Q, N)`` squared distances, via ``|q|^2 - 2 q.p + |p|^2`` (no ``(Q, N, D)`` tensor)."""
     cross = query @ prototypes.T
@@ -25,6 +28,7 @@ def squared_euclidean(query: torch.Tensor, prototypes: torch.Tensor) -> torch.Te
     return squared.clamp_min(0)
 
 
+@full_precision
 def cosine_similarity(query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """``(Q, D), (N, D) -> (Q, N)`` cosine similarities."""
     return F.normalize(query, dim=1) @ F.normalize(prototypes, dim=1).T

@@ -18,7 +18,7 @@ from fewshot.config import ExperimentConfig, TrainedConfig, to_yaml
 from fewshot.data.cache import load_bank
 from fewshot.data.episodes import EpisodeSpec
 from fewshot.data.predictions import Score, write_predictions
-from fewshot.data.splits import BankLoader, FewShotData, load_fewshot_data
+from fewshot.data.splits import BankLoader, FewShotData, load_fewshot_data, resident_loader
 from fewshot.evaluation import evaluate, mean_colour_baseline
 from fewshot.methods.base import EpisodicMethod
 from fewshot.methods.build import build_method
@@ -47,12 +47,27 @@ def episode_specs(config: ExperimentConfig) -> tuple[EpisodeSpec, EpisodeSpec]:
     return EpisodeSpec(**config.train_episode.model_dump()), EpisodeSpec(**config.eval_episode.model_dump())
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """Where a run writes, where it computes, the state it resumes from, and how it loads its splits."""
+
+    run_dir: Path
+    placement: Placement
+    resume: dict[str, Any] | None
+    load: BankLoader
+
+
 def start_run(
-    config: TrainedConfig, run_dir: Path, placement: Placement | None, resume: dict[str, Any] | None
-) -> tuple[Path, Placement, dict[str, Any] | None]:
-    """What every kind of run does before building its model: tune the allocator, place itself (default: this
+    config: TrainedConfig,
+    run_dir: Path,
+    placement: Placement | None,
+    resume: dict[str, Any] | None,
+    load: BankLoader = load_bank,
+) -> RunStart:
+    """What every kind of run does before its data and model: tune the allocator, place itself (default: this
     process on ``config.train.device``), find the state to resume (default: ``run_dir``'s own ``last.pt`` from
-    the same config), write ``config.yaml`` (rank 0) and seed the global RNG."""
+    the same config), write ``config.yaml`` (rank 0), seed the global RNG, and keep the banks ``load`` gives
+    on the device as ``config.train.resident`` says."""
     tune_allocator()
     placement = placement or Placement(device=select_device(config.train.device))
     run_dir = Path(run_dir)
@@ -60,7 +75,7 @@ def start_run(
     if placement.rank == 0:
         write_text_atomic(run_dir / "config.yaml", to_yaml(config))
     torch.manual_seed(config.seed)
-    return run_dir, placement, resume
+    return RunStart(run_dir, placement, resume, resident_loader(load, placement.device, config.train.resident))
 
 
 def run_experiment(
@@ -73,13 +88,14 @@ def run_experiment(
 ) -> ExperimentResult:
     """Train and evaluate ``config`` in ``run_dir``; ``resume`` overrides the run folder's own ``last.pt``,
     ``load`` how the decoded splits are obtained (default: the on-disk cache)."""
-    data = load_fewshot_data(config.data, *episode_specs(config), seed=config.seed, load=load)
-    run_dir, placement, resume = start_run(config, run_dir, placement, resume)
+    start = start_run(config, run_dir, placement, resume, load)
+    data = load_fewshot_data(config.data, *episode_specs(config), seed=config.seed, load=start.load)
     method = build_method(config)
-    fit = Trainer(config, method, EpisodeTask(config, data), run_dir, placement, reporter, resume).fit()
-    if placement.rank != 0:
+    task = EpisodeTask(config, data)
+    fit = Trainer(config, method, task, start.run_dir, start.placement, reporter, start.resume).fit()
+    if start.placement.rank != 0:
         return ExperimentResult(None, fit, None, None)
-    return _final_evaluation(method, data, run_dir, fit, placement)
+    return _final_evaluation(method, data, start.run_dir, fit, start.placement)
 
 
 def _final_evaluation(

@@ -89,11 +89,12 @@ def run_finetuning(
     root, data = data_root(config.data), config.data
     train_table = open_split(root, data.train_split, OFFICE_DIRS)
     val_table = open_split(root, data.val_split, OFFICE_DIRS)
-    train = load(train_table, data.image_size, data.resize, data.cache_dir)
-    val = load(val_table, data.image_size, data.resize, data.cache_dir)
+    start = start_run(config, run_dir, placement, resume, load)
+    run_dir, placement = start.run_dir, start.placement
+    train = start.load(train_table, data.image_size, data.resize, data.cache_dir)
+    val = start.load(val_table, data.image_size, data.resize, data.cache_dir)
     val_targets = class_targets(val_table, train.classes)
     log.info("data: %d train images, %d classes; %d val images (%s)", len(train), len(train.classes), len(val), root)
-    run_dir, placement, resume = start_run(config, run_dir, placement, resume)
     backbone = resnet50_backbone()
     if config.backbone is not None:
         load_backbone(backbone, Path(config.backbone).expanduser())
@@ -104,7 +105,7 @@ def run_finetuning(
         return {"val_acc": score.mean, "val_ci95": score.ci95}
 
     task = LabelledBatchTask(train, train.labels, config.train, config.seed, placement.world_size, validate)
-    fit = Trainer(config, model, task, run_dir, placement, reporter, resume).fit()
+    fit = Trainer(config, model, task, run_dir, placement, reporter, start.resume).fit()
     if placement.rank != 0:
         return ExperimentResult(None, fit, None, None)
     model.load_state_dict(load_checkpoint(fit.best_checkpoint, placement.device)["model"])

@@ -5,7 +5,8 @@ index (episodes from a seeded sampler, or mini-batches of a seeded permutation, 
 the inputs it would have seen), steps every optimiser of the model, then validates, saves ``last.pt`` (and
 ``best.pt`` when validation improves) and reports. Everything that varies between hosts — the device, the
 worker's rank, wrapping the model for data parallelism, where reports go — comes in through
-:class:`Placement` and the :class:`~fewshot.training.reporting.Reporter`.
+:class:`Placement` and the :class:`~fewshot.training.reporting.Reporter`. Steps and validation run in the
+run's :class:`~fewshot.precision.Precision` (AMP on CUDA, with loss scaling where it is float16).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from fewshot.config import TrainedConfig, config_dict
 from fewshot.data.episodes import episode_seed
 from fewshot.methods.base import StepOutput, TrainedModule
+from fewshot.precision import choose_precision
 from fewshot.training.checkpoint import save_checkpoint
 from fewshot.training.optim import base_lr, build_optimizer, build_schedule
 from fewshot.training.reporting import LogReporter, Reporter
@@ -84,6 +86,8 @@ class Trainer:
         train = config.train
         self.optimizers = [build_optimizer(o.params, o.optim or train.optim, o.lr_scales) for o in self.objectives]
         self.schedules = [build_schedule(opt, train.schedule, train.epochs) for opt in self.optimizers]
+        self.precision = choose_precision(placement.device, train.amp)
+        self.scaler = self.precision.grad_scaler()  # loss scaling for float16; a no-op otherwise
         self.epoch, self.best_val_acc, self.best_epoch = 0, -1.0, 0
         self.stepped: set[int] = set()
         self.history: list[dict[str, float]] = []
@@ -92,6 +96,7 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Run the remaining epochs; returns the best validation accuracy and where the checkpoints are."""
+        log.info("training on %s in %s", self.placement.device, self.precision)
         while self.epoch < self.config.train.epochs:
             self.epoch += 1
             self.stepped = set()  # optimisers that stepped this epoch: only their schedules advance
@@ -129,7 +134,8 @@ class Trainer:
         return metrics
 
     def train_step(self, index: int) -> StepOutput:
-        output: StepOutput = self.model(self.task.inputs(index, self.placement.device))
+        with self.precision.autocast():
+            output: StepOutput = self.model(self.task.inputs(index, self.placement.device))
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         # Every objective's gradients are computed before any parameter moves (a GAN's two players see the
@@ -139,16 +145,20 @@ class Trainer:
         for rank, i in enumerate(active):
             names = self.objectives[i].losses or output.losses
             loss = sum(output.losses[name] for name in names if name in output.losses)
-            torch.autograd.backward(loss, inputs=self.objectives[i].params, retain_graph=rank < len(active) - 1)
+            torch.autograd.backward(
+                self.scaler.scale(loss), inputs=self.objectives[i].params, retain_graph=rank < len(active) - 1
+            )
         for i in active:
-            self.optimizers[i].step()
+            self.scaler.step(self.optimizers[i])
             self.stepped.add(i)
+        self.scaler.update()
         return output
 
     def _validate(self) -> dict[str, float]:
         if self.placement.rank != 0:
             return {}
-        return self.task.validate(self.method, self.placement.device)
+        with self.precision.autocast():
+            return self.task.validate(self.method, self.placement.device)
 
     def _save(self) -> Path | None:
         if self.placement.rank != 0:
@@ -169,6 +179,7 @@ class Trainer:
             "model": self.method.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedules": [s.state_dict() for s in self.schedules],
+            "scaler": self.scaler.state_dict(),  # empty unless float16
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
             "history": self.history,
@@ -181,6 +192,8 @@ class Trainer:
             optimizer.load_state_dict(saved)
         for schedule, saved in zip(self.schedules, state["schedules"], strict=True):
             schedule.load_state_dict(saved)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best_val_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
         log.info(

@@ -53,8 +53,9 @@ def run_pretraining(
 ) -> ExperimentResult:
     """Pre-train as ``config`` says in ``run_dir``; the result's ``files`` hold ``backbone.pt`` (rank 0)."""
     spec = EpisodeSpec(**config.eval_episode.model_dump())
-    data = load_fewshot_data(config.data, spec, spec, seed=config.seed, load=load)
-    run_dir, placement, resume = start_run(config, run_dir, placement, resume)
+    start = start_run(config, run_dir, placement, resume, load)
+    run_dir, placement = start.run_dir, start.placement
+    data = load_fewshot_data(config.data, spec, spec, seed=config.seed, load=start.load)
     monitored = data.val_episodes[: config.train.val_episodes]
 
     def validate(model: TrainedModule, device: torch.device) -> dict[str, float]:
@@ -69,7 +70,7 @@ def run_pretraining(
     else:
         model = Classifier(resnet50_backbone(), FEATURES, len(data.train.classes))
         task = LabelledBatchTask(data.train, data.train.labels, *args)
-    fit = Trainer(config, model, task, run_dir, placement, reporter, resume).fit()
+    fit = Trainer(config, model, task, run_dir, placement, reporter, start.resume).fit()
     if placement.rank != 0:
         return ExperimentResult(None, fit, None, None)
     model.load_state_dict(load_checkpoint(fit.best_checkpoint, placement.device)["model"])

@@ -13,7 +13,7 @@ from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.experiment import episode_specs, run_experiment
 from fewshot.training.loop import Trainer
 from fewshot.training.tasks import EpisodeTask
-from tests.conftest import tiny_overrides
+from tests.conftest import StopAfter, tiny_overrides
 
 
 def _config(root: Path, **extra: object) -> ExperimentConfig:
@@ -47,13 +47,8 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_builtin: 
     config = _config(tiny_builtin, **{"train.epochs": 3})
     straight = run_experiment(config, tmp_path / "straight")
 
-    class StopAfterFirstEpoch:
-        def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-            if epoch == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, tmp_path / "resumed", reporter=StopAfterFirstEpoch())
+        run_experiment(config, tmp_path / "resumed", reporter=StopAfter(1))
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     resumed = run_experiment(config, tmp_path / "resumed")  # picks up last.pt by itself
 

@@ -18,6 +18,7 @@ from fewshot.training.finetune import run_finetuning
 from fewshot.training.optim import build_optimizer
 from fewshot.training.pretrain import run_pretraining
 from fewshot.training.tasks import BatchOrder
+from tests.conftest import StopAfter
 
 SMALL = ["data.image_size=16", "train.batch_size=4", "train.epochs=1", "train.device=cpu", "train.log_every=1"]
 
@@ -129,22 +130,11 @@ def test_pretraining_writes_a_backbone_that_finetuning_loads(tiny_builtin: Path,
         assert not torch.equal(online, target)  # the EMA target lags the online net
 
 
-class _StopAfter:
-    """A reporter that interrupts the run after ``epoch`` (its checkpoint is already saved)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_byol_run_resumes_to_the_same_weights(tiny_builtin: Path, tmp_path: Path) -> None:
     config = load_config(PretrainConfig, None, [*_overrides(tiny_builtin, "byol"), "train.epochs=2"])
     whole = run_pretraining(config, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
-        run_pretraining(config, tmp_path / "resumed", reporter=_StopAfter(1))
+        run_pretraining(config, tmp_path / "resumed", reporter=StopAfter(1))
     resumed = run_pretraining(config, tmp_path / "resumed")  # picks up last.pt of epoch 1
     assert [h["epoch"] for h in resumed.fit.history] == [1, 2]
     a, b = (load_checkpoint(r.fit.last_checkpoint)["model"] for r in (whole, resumed))
