@@ -21,12 +21,14 @@ from typing import Any
 import ray
 import ray.train
 import ray.train.torch
+import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 
 from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, TrainedConfig, config_dict, validate_config
 from fewshot.data.cache import load_bank
+from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker
@@ -71,6 +73,8 @@ def run_training(job: TrainJob) -> ray.train.Result:
         resources = {"CPU": max(1, int(ray.cluster_resources().get("CPU", 1)) // job.num_workers)}
     trainer = TorchTrainer(
         _worker,
+        # One worker has no peers: gloo's group costs nothing, where NCCL would set up CUDA communicators.
+        torch_config=TorchConfig(backend="gloo") if job.num_workers == 1 else None,
         train_loop_config={
             "kind": type(job.config).__name__,
             "config": config_dict(job.config),
@@ -107,7 +111,7 @@ def _worker(payload: dict[str, Any]) -> None:
     config = validate_config(config_type, payload["config"], "train job")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    device = _device(config.train.device)
     # Mini-batch runs split each batch between workers: on GPUs their BatchNorm statistics are synced (BYOL's
     # batch statistics matter); episodes are small and whole on every worker, so few-shot runs keep theirs.
     sync_bn = world > 1 and device.type == "cuda" and not isinstance(config, ExperimentConfig)
@@ -119,8 +123,9 @@ def _worker(payload: dict[str, Any]) -> None:
     mlflow = MlflowReporter(Tracker(payload["tracking_uri"]), run_id) if rank == 0 else None
     ray_reporter = RayReporter(last_epoch=config.train.epochs)
     reporters: list[Reporter] = [*([mlflow] if mlflow else []), LogReporter(), ray_reporter]
-    if mlflow is not None:  # which node ran it, and whether the decoded data came from the object store
+    if mlflow is not None:  # which node and GPU ran it, and whether the decoded data came from the object store
         where = {"ray_node": ray.get_runtime_context().get_node_id(),
+                 "ray_gpus": ",".join(map(str, ray.get_gpu_ids())) or "none", "device": str(device),
                  "data_from": "object store" if banks is not None else "disk cache"}  # fmt: skip
         mlflow.tracker.set_tags(run_id, where)
     load = banks.load if banks is not None else load_bank
@@ -129,6 +134,21 @@ def _worker(payload: dict[str, Any]) -> None:
         mlflow.flush()  # epochs kept while the tracking server was down; waits for it to come back
         _log_final(mlflow.tracker, run_id, result, run_dir, payload["name"])
     ray_reporter.report_last(result)
+
+
+def _device(setting: str) -> torch.device:
+    """The worker's device: the GPU Ray assigned it, unless the config asks for the CPU (``train.device=cpu``)."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"Ray gave this worker GPU {ray.get_gpu_ids()}, but torch sees no CUDA device on node "
+            f"{ray.get_runtime_context().get_node_id()[:8]} (check its driver, or set train.device=cpu)"
+        )
+    if setting == "cuda" and device.type != "cuda":
+        raise ConfigError("train.device=cuda, but the worker has no GPU (run with GPUs, or train.device=auto)")
+    return device
 
 
 def _wrapper(world: int, sync_bn: bool) -> Callable[[nn.Module], nn.Module]:
@@ -216,5 +236,5 @@ def _log_final(tracker: Tracker, run_id: str, result: ExperimentResult, run_dir:
         state = load_checkpoint(result.fit.best_checkpoint)
         with tempfile.TemporaryDirectory() as folder:
             slim = Path(folder) / result.fit.best_checkpoint.name
-            save_checkpoint(slim, {k: v for k, v in state.items() if k not in ("optimizers", "schedules")})
+            save_checkpoint(slim, {k: v for k, v in state.items() if k not in ("optimizers", "schedules", "scaler")})
             tracker.log_artifact(run_id, slim)

@@ -1,72 +1,88 @@
 """A study on a simulated two-node cluster (Ray's ``cluster_utils``, two raylets on this machine): trials run
 on both nodes, read the decoded data from the object store, keep their checkpoints in the shared storage
-(``$FEWSHOT_STORAGE``), and log into one MLflow store."""
+(``$FEWSHOT_STORAGE``), and log into one MLflow store.
+
+It also proves the data reaches each node once: the head node (1 CPU) runs one trial and the worker node
+(2 CPUs) two at the same time, yet each node's object store ends up holding one copy of every shared bank and
+has created the banks' bytes only once — the driver's ``ray.put`` on the head, one pull on the worker.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
-from mlflow import MlflowClient
+from ray._private.internal_api import node_stats
 from ray.cluster_utils import Cluster
 
-from fewshot.config import ExperimentConfig
-from fewshot.orchestration.tune import new_study, run_study
-from fewshot.search import load_space
-from fewshot.tracking.runs import Tracker
+from fewshot.orchestration import tune
+from fewshot.orchestration.shared import SharedBanks, share_banks
+from tests.orchestration.studies import protonet_space, run_protonet_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-SPACE = """
-method: protonet
-samples: 2
-asha: {grace_period: 2, reduction_factor: 2}
-fixed:
-  train.epochs: 2
-  train.episodes_per_epoch: 3
-  train.val_episodes: 5
-  train.device: cpu
-  data.image_size: 32
-  data.n_val_episodes: 10
-  eval_episode.query: 10
-params:
-  train.optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-"""
+SPACE = protonet_space(samples=3)
 
 
 @pytest.fixture
-def two_nodes():
+def two_nodes() -> dict[str, dict[str, Any]]:
+    """A 1-CPU head and a 2-CPU worker node; yields their ``ray.nodes()`` entries by role."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
-    yield {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    yield {("head" if "node:__internal_head__" in node["Resources"] else "worker"): node for node in nodes}
     ray.shutdown()
     cluster.shutdown()
 
 
+def created_in_store(node: dict[str, Any]) -> int:
+    """Bytes of all objects the node's object store ever created: its own puts and copies pulled from others."""
+    stats = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False)
+    return stats.store_stats.cumulative_created_bytes
+
+
 def test_trials_spread_over_both_nodes_into_one_store(
-    two_nodes: set[str], tiny_builtin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    two_nodes: dict[str, dict[str, Any]], tiny_builtin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert len(two_nodes) == 2
+    assert two_nodes.keys() == {"head", "worker"}
     monkeypatch.setenv("FEWSHOT_RESULTS", str(tmp_path))
     shared = tmp_path / "shared"  # what every node of a real cluster reaches: cloud storage or a shared disk
     monkeypatch.setenv("FEWSHOT_STORAGE", str(shared))
-    space_file = tmp_path / "space.yaml"
-    space_file.write_text(SPACE)
-    base = ExperimentConfig.model_validate({"data": {"root": str(tiny_builtin)}})
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    study = new_study(space_file, load_space(space_file, base), base, tracker, tmp_path)
-    outcome = run_study(study)  # 1 CPU a trial, 2 CPUs in all: the two trials run at once, one on each node
-    assert not outcome.interrupted
-    client = MlflowClient(tracker.uri)
-    runs = client.search_runs([client.get_experiment_by_name("tune-protonet").experiment_id])
-    trials = [r for r in runs if "trial_id" in r.data.tags]
-    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
-    assert {t.data.tags["ray_node"] for t in trials} == two_nodes
+    shared_banks: list[SharedBanks] = []
+
+    def capture(*args: Any, **kwargs: Any) -> SharedBanks:
+        shared_banks.append(share_banks(*args, **kwargs))
+        return shared_banks[-1]
+
+    monkeypatch.setattr(tune, "share_banks", capture)  # the name run_study calls
+    # 1 CPU a trial, 3 CPUs in all: the three trials run at once
+    study, trials = run_protonet_study(SPACE, tiny_builtin, tmp_path)
+    assert len(trials) == 3
+    head, worker = two_nodes["head"]["NodeID"], two_nodes["worker"]["NodeID"]
+    assert Counter(t.data.tags["ray_node"] for t in trials) == {head: 1, worker: 2}
     assert {t.data.tags["data_from"] for t in trials} == {"object store"}
+    first, second = (t.info for t in trials if t.data.tags["ray_node"] == worker)
+    assert first.start_time < second.end_time and second.start_time < first.end_time  # ran at the same time
+
+    # Each bank is on both nodes, and each node's store created the banks' bytes once. A second copy of any
+    # bank on a node (a pull or a put per trial) would add at least the smallest bank's bytes; the store's
+    # other objects (the trials' context, Tune's and Train's own) add about 10 kB.
+    (banks,) = shared_banks
+    assert len(banks.refs) == 2  # the train and validation splits
+    locations = ray.experimental.get_object_locations(list(banks.refs.values()))
+    assert all(set(where["node_ids"]) == {head, worker} for where in locations.values())
+    sizes = [where["object_size"] for where in locations.values()]
+    for node in two_nodes.values():
+        assert sum(sizes) <= created_in_store(node) < sum(sizes) + min(sizes)
+
     # Tune's experiment state and the trials' Ray Train checkpoints are in the shared storage, not on a node.
     assert (shared / "tune" / study.name / "tuner.pkl").is_file()
-    assert len(list((shared / "tune" / study.name / "train").glob("trial-*/checkpoint_2*"))) == 2
+    # Ray Train keeps one checkpoint a trial (CheckpointConfig(num_to_keep=1)): three trials, three checkpoints.
+    checkpoints = [p for p in (shared / "tune" / study.name / "train").glob("trial-*/checkpoint_*") if p.is_dir()]
+    assert len(checkpoints) == 3
     assert not (study.folder / "tuner.pkl").exists() and (study.folder / "trials.csv").is_file()
