@@ -20,7 +20,7 @@ from fewshot.precision import Precision, choose_precision
 from fewshot.training import loop
 from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.experiment import episode_specs, run_experiment
-from fewshot.training.loop import Trainer
+from fewshot.training.loop import Placement, Trainer
 from fewshot.training.tasks import EpisodeTask
 from tests.conftest import StopAfter, tiny_overrides
 
@@ -130,3 +130,16 @@ def test_resident_banks_give_the_same_training(tiny_builtin: Path, tmp_path: Pat
 
 def _without_speed(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in h.items() if not k.endswith("_per_s")} for h in history]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_run_keeps_its_images_on_the_gpu_in_mixed_precision(tiny_builtin: Path, tmp_path: Path) -> None:
+    config, cuda = _config(tiny_builtin, **{"train.device": "cuda"}), torch.device("cuda")
+    data = load_fewshot_data(config.data, *episode_specs(config), load=resident_loader(load_bank, cuda, None))
+    assert data.train.images.is_cuda and data.val.images.is_cuda
+    trainer = Trainer(config, build_method(config), EpisodeTask(config, data), tmp_path, Placement(cuda))
+    assert trainer.precision.dtype in (torch.bfloat16, torch.float16)
+    assert all(math.isfinite(h["loss"]) for h in trainer.fit().history)
+    result = run_experiment(config, tmp_path / "run")  # the whole run: resident banks, AMP, float32 final score
+    assert result.score is not None and result.score.mean > 20
