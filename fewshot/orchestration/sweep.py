@@ -18,11 +18,12 @@ from pathlib import Path
 
 import ray
 
+from fewshot.atomic import write_text_atomic
 from fewshot.config import TrainedConfig, flatten
 from fewshot.errors import FewshotError
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.paths import ray_storage
-from fewshot.tracking.runs import Tracker
+from fewshot.tracking.runs import PARENT_TAG, Tracker
 from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,31 @@ def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 
         return publish(tracker, parent, table, sweep.by, sweep.title, sweep_dir)
 
 
+RUN_ID_FILE = "mlflow-run-id"  # in a run folder: the MLflow run its training logs into
+
+
 def run_variant(
     study: str, prefix: str, variant: Variant, tracker: Tracker, parent: str | None, run_dir: Path,
-    num_workers: int = 1, use_gpu: bool = False,
+    num_workers: int = 1, use_gpu: bool = False, resume_run: str | None = None,
 ) -> bool:  # fmt: skip
     """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir``, tracked
-    as a run of MLflow experiment ``study`` (a child of ``parent`` if given); returns whether it finished. A
-    failure is logged and recorded on the run (FAILED, with its error), not raised: one failed configuration
-    must not lose the others."""
+    as a run of MLflow experiment ``study`` (a child of ``parent`` if given), or in ``resume_run`` again when it
+    continues an interrupted training; returns whether it finished. A failure is logged and recorded on the run
+    (FAILED, with its error), not raised: one failed configuration must not lose the others."""
     method = getattr(variant.config, "method", None)
     tags = {**({"method": method} if method else {}), "seed": variant.config.seed, **variant.tags}
-    run_id = tracker.start_run(study, variant.name, parent, tags)
+    if resume_run is not None:
+        run_id = resume_run
+        tracker.reopen(run_id)
+        if parent is not None:
+            tracker.set_tags(run_id, {PARENT_TAG: parent})
+    else:
+        run_id = tracker.start_run(study, variant.name, parent, tags)
+    write_text_atomic(run_dir / RUN_ID_FILE, run_id + "\n")
     try:
         tracker.log_params(run_id, flatten(variant.config))
-        name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8]) if part)
+        attempt = time.strftime("%H%M%S") if resume_run is not None else ""  # a fresh Ray Train folder
+        name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8], attempt) if part)
         job = TrainJob(variant.config, name, run_dir,
                        ray_storage(run_dir.parent / "ray"), tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
         run_training(job)

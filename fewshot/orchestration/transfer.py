@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+from mlflow.exceptions import MlflowException
 
 from fewshot.config import FinetuneConfig, PretrainConfig, config_dict, to_yaml
 from fewshot.data.splits import check_splits
 from fewshot.data.tables import OFFICE_DIRS
 from fewshot.errors import FewshotError
 from fewshot.models.resnet import load_backbone, resnet50_backbone
-from fewshot.orchestration.sweep import Variant, connect_ray, run_variant
+from fewshot.orchestration.sweep import RUN_ID_FILE, Variant, connect_ray, run_variant
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
 from fewshot.training.finetune import class_targets
@@ -64,9 +65,26 @@ def pretrain_backbone(
         return backbone
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
-    if not run_variant(study, "", variant, tracker, parent, run_dir, num_workers, use_gpu):
+    earlier = _interrupted_run(tracker, run_dir)
+    if earlier is not None:
+        log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
+    if not run_variant(study, "", variant, tracker, parent, run_dir, num_workers, use_gpu, earlier):
         raise FewshotError(f"{config.method} pre-training failed; its MLflow run's 'error' tag says why ({run_dir})")
     return backbone
+
+
+def _interrupted_run(tracker: Tracker, run_dir: Path) -> str | None:
+    """The MLflow run of an unfinished training in ``run_dir`` (it has a ``last.pt``), if ``tracker``'s store
+    has it: the resumed training goes on logging there, one run with one history."""
+    path = run_dir / RUN_ID_FILE
+    if not (run_dir / "last.pt").is_file() or not path.is_file():
+        return None
+    run_id = path.read_text().strip()
+    try:
+        tracker.client.get_run(run_id)
+    except MlflowException:  # another store (MLFLOW_TRACKING_URI changed) or a deleted run: start a new one
+        return None
+    return run_id
 
 
 @dataclass(frozen=True)

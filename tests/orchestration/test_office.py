@@ -59,6 +59,25 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     runs = client.search_runs([experiment.experiment_id])
     assert sum(r.data.tags.get("stage") == "pretrain" for r in runs) == 2
 
+    # An interrupted pre-training (its backbone not yet written, its run KILLED by Ctrl-C) resumes from its
+    # last.pt in its own MLflow run, now a child of the new study: one run, one history.
+    (supervised,) = [
+        r for r in runs if r.data.tags.get("stage") == "pretrain" and r.data.tags["method"] == "supervised"
+    ]
+    run_dir = Path(settings["B"].data.params["backbone"]).parent
+    (run_dir / "backbone.pt").unlink()
+    client.set_terminated(supervised.info.run_id, "KILLED")
+    resumed = _run(["--data-root", str(tiny_builtin), "--results", str(results), "--settings", "d", *TINY], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming the supervised pre-training" in resumed.stderr
+    runs = client.search_runs([experiment.experiment_id])
+    assert sum(r.data.tags.get("stage") == "pretrain" for r in runs) == 2  # no new pre-training run
+    again = client.get_run(supervised.info.run_id)
+    newest = max((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    assert again.info.status == "FINISHED" and again.data.tags["mlflow.parentRunId"] == newest.info.run_id
+    assert [m.step for m in client.get_metric_history(again.info.run_id, "loss")] == [1]  # epoch 1, logged once
+    assert (run_dir / "backbone.pt").is_file()
+
 
 def test_a_bad_checkpoint_is_a_one_line_error_before_training(tmp_path: Path) -> None:
     bad = tmp_path / "weights.pt"
