@@ -31,7 +31,8 @@ import torch
 from torchvision.transforms import v2
 
 from fewshot.config import ByolConfig, ExperimentConfig, ViewConfig, load_config
-from fewshot.data.splits import keep_resident, load_fewshot_data
+from fewshot.data.cache import load_bank
+from fewshot.data.splits import load_fewshot_data, resident_loader
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fewshot.data.views import ViewTransform
 from fewshot.methods.build import build_method
@@ -88,16 +89,21 @@ def experiment_config(args: argparse.Namespace, amp: bool | None, resident: bool
     return load_config(ExperimentConfig, None, overrides)
 
 
+def trainer(args: argparse.Namespace, device: torch.device, amp: bool | None, resident: bool | None) -> Trainer:
+    """The project's training loop on the built-in data, its splits kept on ``device`` as ``resident`` says."""
+    config = experiment_config(args, amp, resident)
+    load = resident_loader(load_bank, device, config.train.resident)
+    data = load_fewshot_data(config.data, *episode_specs(config), load=load)
+    torch.manual_seed(0)
+    return Trainer(config, build_method(config), EpisodeTask(config, data), Path(tempfile.mkdtemp()),
+                   Placement(device=device))  # fmt: skip
+
+
 def training_rate(args: argparse.Namespace, device: torch.device, amp: bool, resident: bool) -> tuple[float, float]:
     """(episodes/s, mean GPU utilisation %) of the project's training step."""
-    config = experiment_config(args, amp, resident)
-    data = load_fewshot_data(config.data, *episode_specs(config))
-    data = type(data)(**{**vars(data), "train": keep_resident(data.train, device, resident)})
-    torch.manual_seed(0)
-    trainer = Trainer(config, build_method(config), EpisodeTask(config, data), Path(tempfile.mkdtemp()),
-                      Placement(device=device))  # fmt: skip
+    step = trainer(args, device, amp, resident).train_step
     with utilisation(device) as samples:
-        episodes_per_s = rate(trainer.train_step, args.episodes, device)
+        episodes_per_s = rate(step, args.episodes, device)
     return episodes_per_s, sum(samples) / len(samples) if samples else float("nan")
 
 
@@ -128,20 +134,17 @@ def view_rates(device: torch.device, size: int, batch: int = 128, n: int = 10) -
 
 @ray.remote
 def trial(args: argparse.Namespace, device_name: str) -> tuple[float, float]:
-    """One trial's training loop on its share of the device: (start, end) of its timed episodes."""
+    """One trial's training loop on its share of the device, with the defaults (AMP and residency where they
+    help): (start, end) of its timed episodes."""
     tune_allocator()
     device = select_device(device_name)
-    config = experiment_config(args, amp=None, resident=None)  # the defaults: AMP and residency where they help
-    data = load_fewshot_data(config.data, *episode_specs(config))
-    data = type(data)(**{**vars(data), "train": keep_resident(data.train, device, config.train.resident)})
-    trainer = Trainer(config, build_method(config), EpisodeTask(config, data), Path(tempfile.mkdtemp()),
-                      Placement(device=device))  # fmt: skip
+    step = trainer(args, device, amp=None, resident=None).train_step
     for i in range(3):
-        trainer.train_step(i)
+        step(i)
     sync(device)
     start = time.time()
     for i in range(args.episodes):
-        trainer.train_step(3 + i)
+        step(3 + i)
     sync(device)
     return start, time.time()
 
