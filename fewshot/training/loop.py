@@ -134,8 +134,9 @@ class Trainer:
         return metrics
 
     def train_step(self, index: int) -> StepOutput:
+        inputs = self.task.inputs(index, self.placement.device)  # augmented in float32, outside autocast
         with self.precision.autocast():
-            output: StepOutput = self.model(self.task.inputs(index, self.placement.device))
+            output: StepOutput = self.model(inputs)
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         # Every objective's gradients are computed before any parameter moves (a GAN's two players see the

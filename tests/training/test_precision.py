@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config import ExperimentConfig, PretrainConfig, load_config
 from fewshot.data.cache import load_bank
+from fewshot.data.episodes import episode_seed
 from fewshot.data.splits import keep_resident, load_fewshot_data, resident_loader
 from fewshot.data.tables import open_split
+from fewshot.methods.base import StepOutput, TrainedModule
 from fewshot.methods.build import build_method
 from fewshot.models.distances import cosine_similarity, squared_euclidean
 from fewshot.precision import Precision, choose_precision
@@ -21,7 +24,7 @@ from fewshot.training import loop
 from fewshot.training.checkpoint import load_checkpoint
 from fewshot.training.experiment import episode_specs, run_experiment
 from fewshot.training.loop import Placement, Trainer
-from fewshot.training.tasks import EpisodeTask
+from fewshot.training.tasks import EpisodeTask, ViewBatchTask
 from tests.conftest import StopAfter, tiny_overrides
 
 
@@ -143,3 +146,29 @@ def test_a_cuda_run_keeps_its_images_on_the_gpu_in_mixed_precision(tiny_builtin:
     assert all(math.isfinite(h["loss"]) for h in trainer.fit().history)
     result = run_experiment(config, tmp_path / "run")  # the whole run: resident banks, AMP, float32 final score
     assert result.score is not None and result.score.mean > 20
+
+
+def test_inputs_are_augmented_outside_autocast_and_only_the_model_runs_under_it(
+    tiny_builtin: Path, tmp_path: Path
+) -> None:
+    class Probe(TrainedModule):  # records what each step is given, and whether autocast is on inside it
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(3, 1)
+            self.seen: list[tuple[torch.Tensor, bool]] = []
+
+        def forward(self, views: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+            self.seen.append((views[0], torch.is_autocast_enabled("cpu")))
+            return StepOutput({"loss": self.linear(views[0].mean((2, 3))).pow(2).mean()})
+
+    config = load_config(PretrainConfig, None, [f"data.root={tiny_builtin}", "data.image_size=32",
+                                               "train.epochs=1", "train.batch_size=40", "train.amp=true"])  # fmt: skip
+    bank = load_bank(open_split(tiny_builtin, "train"), 32)
+    task = ViewBatchTask(bank, config.byol, config.train, 0, 1, lambda model, device: {"val_acc": 0.0})
+    probe = Probe()
+    Trainer(config, probe, task, tmp_path).fit()
+    assert probe.seen and all(autocast for _, autocast in probe.seen)
+    # The first step's views, drawn again from the epoch's seed in float32: identical. Under autocast the blur's
+    # convolution would run in bfloat16 and the views would differ by up to ~0.03.
+    torch.manual_seed(episode_seed(config.seed, 1))
+    assert torch.equal(probe.seen[0][0], task.inputs(0, torch.device("cpu"))[0])
