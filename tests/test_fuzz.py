@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, load_config
@@ -79,6 +79,7 @@ CELLS = st.text(alphabet=string.ascii_letters + string.digits + ' ,."\n_-./é', 
 
 @FUZZ
 @given(st.lists(st.lists(CELLS, max_size=5), max_size=6), st.booleans())
+@example(rows=[['"'], ['"']], header=False)  # found: a quoted newline as the only column name
 def test_image_csvs_are_accepted_or_rejected_by_name(tmp_path: Path, rows: list[list[str]], header: bool) -> None:
     (tmp_path / "split").mkdir(exist_ok=True)
     lines = [["id", "filename", "label"]] * header + rows

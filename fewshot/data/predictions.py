@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fewshot.atomic import atomic_path
+from fewshot.config import one_line
 from fewshot.data.csvfile import read_text_csv
 from fewshot.errors import DataError
 
@@ -55,7 +56,8 @@ def read_predictions(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     frame = read_text_csv(path)
     expected = ["episode_id"] + [f"query{i}" for i in range(len(frame.columns) - 1)]
     if list(frame.columns) != expected or len(expected) < 2:
-        raise DataError(f"{path}: header must be episode_id,query0,...,queryN; found {','.join(frame.columns)}")
+        found = one_line(",".join(frame.columns))
+        raise DataError(f"{path}: header must be episode_id,query0,...,queryN; found {found}")
     try:
         values = frame.iloc[:, 1:].astype(np.int64).to_numpy()
     except (ValueError, TypeError, OverflowError):

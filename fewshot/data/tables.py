@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from fewshot.config import one_line
 from fewshot.data.csvfile import read_text_csv
 from fewshot.errors import DataError
 
@@ -68,7 +69,7 @@ def read_image_csv(csv_path: Path, image_dir: Path | None = None) -> ImageTable:
     if missing:
         raise DataError(
             f"{csv_path}: missing column(s) {', '.join(missing)}; "
-            f"an image CSV needs {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(frame.columns)})"
+            f"an image CSV needs {', '.join(REQUIRED_COLUMNS)} (found: {one_line(', '.join(frame.columns))})"
         )
     frame = frame[list(REQUIRED_COLUMNS)]
     blank = frame.isna().any(axis=1) | (frame.apply(lambda col: col.str.strip()) == "").any(axis=1)

@@ -120,6 +120,7 @@ def test_different_query_counts(tmp_path):
         "episode_id,query1,query0",  # out of order
         "episode_id",  # no queries at all
         "id,filename,label",  # an Office-Home predictions file, not a few-shot one
+        'episode_id,"query\n0"',  # a quoted newline in a column name: the error stays one line
     ],
 )
 def test_bad_header(tmp_path, header):
@@ -127,7 +128,7 @@ def test_bad_header(tmp_path, header):
     path = _write(tmp_path / "p.csv", header + "\n" + ",".join(["0"] * (n_values + 1)) + "\n")
     with pytest.raises(DataError, match="header must be") as err:
         read_predictions(path)
-    assert str(path) in str(err.value)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("value", ["x", "", "1.5", "1e3", "NaN", "two", "99999999999999999999"])
