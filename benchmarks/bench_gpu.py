@@ -30,14 +30,14 @@ import ray
 import torch
 from torchvision.transforms import v2
 
-from fewshot.config import ByolConfig, ExperimentConfig, ViewConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ByolConfig, ExperimentConfig, ViewConfig
 from fewshot.data.cache import load_bank
 from fewshot.data.splits import load_fewshot_data, resident_loader
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fewshot.data.views import ViewTransform
 from fewshot.methods.build import build_method
 from fewshot.runtime import select_device, tune_allocator
-from fewshot.training.experiment import episode_specs
 from fewshot.training.loop import Placement, Trainer
 from fewshot.training.tasks import EpisodeTask
 
@@ -93,7 +93,7 @@ def trainer(args: argparse.Namespace, device: torch.device, amp: bool | None, re
     """The project's training loop on the built-in data, its splits kept on ``device`` as ``resident`` says."""
     config = experiment_config(args, amp, resident)
     load = resident_loader(load_bank, device, config.train.resident)
-    data = load_fewshot_data(config.data, *episode_specs(config), load=load)
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode, load=load)
     torch.manual_seed(0)
     return Trainer(config, build_method(config), EpisodeTask(config, data), Path(tempfile.mkdtemp()),
                    Placement(device=device))  # fmt: skip

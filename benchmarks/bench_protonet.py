@@ -26,14 +26,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from fewshot.config import ExperimentConfig, load_config
-from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec
+from fewshot.config.loading import load_config
+from fewshot.config.schema import EpisodeSpec, ExperimentConfig
+from fewshot.data.episodes import Episode, EpisodeSampler
 from fewshot.data.splits import load_fewshot_data
 from fewshot.data.tables import open_split
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, EpisodeTensors, episode_tensors
 from fewshot.methods.build import build_method
 from fewshot.runtime import tune_allocator
-from fewshot.training.experiment import episode_specs
 from fewshot.training.loop import Trainer
 from fewshot.training.tasks import EpisodeTask
 
@@ -78,10 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     # float32 throughout, so the three measure the data path alone (AMP is benchmarks/bench_gpu.py's subject)
     config = load_config(ExperimentConfig, None, [f"data.image_size={args.image_size}", "train.amp=false"])
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     train_paths = list(open_split(config.data.root or data.root, config.data.train_split).paths)
     val_paths = list(open_split(data.root, config.data.val_split).paths)
-    sampler = EpisodeSampler(data.train.labels, data.train.classes, EpisodeSpec(5, 1, 15), seed=0)
+    sampler = EpisodeSampler(data.train.labels, data.train.classes, EpisodeSpec(way=5, shot=1, query=15), seed=0)
     torch.manual_seed(0)
     method = build_method(config).train()
     optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import ray
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
-from fewshot.training.experiment import run_experiment
+from fewshot.training.run import run
 
 
 def main() -> None:
@@ -29,10 +30,10 @@ def main() -> None:
                  "data.n_val_episodes=100", "train.device=cpu"]  # fmt: skip
     config = load_config(ExperimentConfig, None, overrides)
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    run_experiment(config, work / "warmup")  # builds the dataset and caches outside the timings
+    run(config, work / "warmup")  # builds the dataset and caches outside the timings
 
     start = time.perf_counter()
-    local = run_experiment(config, work / "local")
+    local = run(config, work / "local")
     local_wall = time.perf_counter() - start
 
     ray.init()

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from fewshot.config import ExperimentConfig
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.tune import Study, new_study, run_study
 from fewshot.runtime import tune_allocator
 from fewshot.search import load_space

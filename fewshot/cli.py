@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from fewshot.config import parse_override
+from fewshot.config.loading import parse_override
 from fewshot.errors import FewshotError
 from fewshot.runtime import tune_allocator
 

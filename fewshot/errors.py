@@ -16,3 +16,8 @@ class ConfigError(FewshotError):
 
 class DataError(FewshotError):
     """A dataset, image, CSV or episode file is invalid or inconsistent."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a key) escaped, so an error message stays one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

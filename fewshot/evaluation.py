@@ -7,25 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from fewshot.config import ExperimentConfig, validate_config
-from fewshot.data.cache import ImageBank, load_bank
+from fewshot.data.cache import ImageBank
 from fewshot.data.episodes import Episode
-from fewshot.data.predictions import Score, mean_ci95, write_predictions
-from fewshot.data.tables import read_image_csv
-from fewshot.data.testcase import load_fixed_episodes
+from fewshot.data.predictions import Score, mean_ci95
 from fewshot.data.transforms import BatchTransform, episode_tensors
 from fewshot.methods.base import EpisodicMethod
-from fewshot.methods.build import build_method
 from fewshot.methods.protonet import ProtoNet
 from fewshot.models.distances import Euclidean
-from fewshot.runtime import select_device
-from fewshot.training.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -67,27 +60,3 @@ def mean_colour_baseline(bank: ImageBank, episodes: Sequence[Episode]) -> Score 
     """
     colour = ProtoNet(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), Euclidean())
     return evaluate(colour, bank, episodes).score
-
-
-def predict_testcase(
-    checkpoint: Path,
-    image_csv: Path,
-    image_dir: Path,
-    testcase_path: Path,
-    output_csv: Path,
-    device: str = "auto",
-) -> Evaluation:
-    """The course's prediction task: a trained checkpoint, an image CSV and folder, a testcase CSV in, a
-    predictions CSV (``episode_id,query0,...``) out. Episode shape and image size come from the checkpoint's
-    config; the score is computed too when ``<testcase>_gt.csv`` exists beside the testcase file."""
-    state = load_checkpoint(checkpoint)
-    config = validate_config(ExperimentConfig, state["config"], f"config stored in {checkpoint}")
-    method = build_method(config)
-    method.load_state_dict(state["model"])
-    run_device = select_device(device)
-    method.to(run_device, memory_format=torch.channels_last)
-    bank = load_bank(read_image_csv(image_csv, image_dir), config.data.image_size, config.data.resize)
-    testcase, episodes = load_fixed_episodes(testcase_path, bank, config.eval_episode.way, config.eval_episode.shot)
-    result = evaluate(method, bank, episodes, run_device)
-    write_predictions(output_csv, testcase.episode_ids, result.predictions)
-    return result

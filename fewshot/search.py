@@ -27,20 +27,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from fewshot.config import (
-    ExperimentConfig,
-    FinetuneConfig,
-    PretrainConfig,
-    Strict,
-    TrainedConfig,
-    config_dict,
-    one_line,
-    read_yaml,
-    set_nested,
-    validate_config,
-)
+from fewshot.config.loading import config_dict, read_yaml, set_nested, validate_config
+from fewshot.config.schema import ExperimentConfig, FinetuneConfig, PretrainConfig, Strict, TrainedConfig
 from fewshot.errors import ConfigError
 
 
@@ -114,6 +104,7 @@ class CategoricalParam(Strict):
 
 
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+PARAM_TYPES = ("float", "int", "categorical")
 
 
 class AshaConfig(Strict):
@@ -181,11 +172,7 @@ class SearchSpace(Strict):
 def load_space(path: Path | str, base: TrainedConfig | None = None) -> SearchSpace:
     """Read and fully check a space file; every mistake is a :class:`ConfigError` naming ``path`` and the key."""
     path = Path(path)
-    data = read_yaml(path)
-    try:
-        space = SearchSpace.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: " + "; ".join(_describe(e) for e in err.errors())) from None
+    space = validate_config(SearchSpace, read_yaml(path), str(path), tags=PARAM_TYPES)
     check_space(space, path, base)
     return space
 
@@ -218,16 +205,3 @@ def _check_bounds(low: float, high: float, log: bool, grid: list[Any] | None) ->
     outside = [value for value in grid or [] if not low <= value <= high]
     if outside:
         raise ValueError(f"grid values {outside} lie outside [{low}, {high}]")
-
-
-def _describe(error: Any) -> str:
-    loc = [str(part) for part in error["loc"] if part not in {"float", "int", "categorical"}]
-    key = one_line(".".join(loc))
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return f"unknown key {key!r}"
-    if error["type"] == "union_tag_invalid":
-        return f"{key}: type must be one of float, int, categorical (got {error['input'].get('type')!r})"
-    if error["type"] == "union_tag_not_found":
-        return f"{key}: needs a type (float, int or categorical)"
-    return f"{key}: {message}" + (f" (got {error['input']!r})" if error["type"] != "value_error" else "")

@@ -25,7 +25,8 @@ import argparse
 from pathlib import Path
 
 from fewshot.cli import run_job
-from fewshot.config import FinetuneConfig, PretrainConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.orchestration.jobs import FINETUNE_QUICK, PRETRAIN_QUICK, results_folder, transfer_flags, transfer_parser
 from fewshot.orchestration.transfer import OfficeStudy, run_office
 from fewshot.tracking.runs import Tracker

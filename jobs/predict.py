@@ -12,8 +12,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from fewshot.cli import run_job
-from fewshot.evaluation import predict_testcase
+from fewshot.data.cache import load_bank
+from fewshot.data.predictions import write_predictions
+from fewshot.data.tables import read_image_csv
+from fewshot.data.testcase import load_fixed_episodes
+from fewshot.evaluation import Evaluation, evaluate
+from fewshot.methods.build import load_method
+from fewshot.runtime import select_device
+
+
+def predict_testcase(
+    checkpoint: Path, image_csv: Path, image_dir: Path, testcase_path: Path, output_csv: Path, device: str = "auto"
+) -> Evaluation:
+    """The course's prediction task: a trained checkpoint, an image CSV and folder, a testcase CSV in, a
+    predictions CSV (``episode_id,query0,...``) out. Episode shape and image size come from the checkpoint's
+    config; the score is computed too when ``<testcase>_gt.csv`` exists beside the testcase file."""
+    run_device = select_device(device)
+    config, method = load_method(checkpoint, run_device)
+    method.to(memory_format=torch.channels_last)
+    bank = load_bank(read_image_csv(image_csv, image_dir), config.data.image_size, config.data.resize)
+    testcase, episodes = load_fixed_episodes(testcase_path, bank, config.eval_episode.way, config.eval_episode.shot)
+    result = evaluate(method, bank, episodes, run_device)
+    write_predictions(output_csv, testcase.episode_ids, result.predictions)
+    return result
 
 
 def main(args: argparse.Namespace) -> None:

@@ -13,22 +13,21 @@ import argparse
 import numpy as np
 
 from fewshot.cli import job_parser, run_job
-from fewshot.config import DataConfig, EpisodeConfig, Strict, load_config
-from fewshot.data.episodes import EpisodeSpec
+from fewshot.config.loading import load_config
+from fewshot.config.schema import DataConfig, EpisodeSpec, Strict
 from fewshot.data.splits import load_fewshot_data
 
 
 class PrepareConfig(Strict):
     data: DataConfig = DataConfig()
-    train: EpisodeConfig = EpisodeConfig()
-    eval: EpisodeConfig = EpisodeConfig()
+    train: EpisodeSpec = EpisodeSpec()
+    eval: EpisodeSpec = EpisodeSpec()
     seed: int = 0
 
 
 def main(args: argparse.Namespace) -> None:
     config = load_config(PrepareConfig, args.config, args.overrides)
-    train_spec, eval_spec = (EpisodeSpec(**c.model_dump()) for c in (config.train, config.eval))
-    data = load_fewshot_data(config.data, train_spec, eval_spec, config.seed)
+    data = load_fewshot_data(config.data, config.train, config.eval, config.seed)
     print(f"data root:        {data.root}")
     for name, bank in (("train", data.train), ("val", data.val)):
         per_class = np.bincount(bank.labels.numpy())

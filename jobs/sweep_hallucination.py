@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from fewshot.cli import run_job, sweep_parser
-from fewshot.config import ExperimentConfig
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.jobs import launch
 from fewshot.orchestration.sweep import Sweep, Variant
 

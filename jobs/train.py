@@ -17,19 +17,22 @@ import time
 from pathlib import Path
 
 from fewshot.cli import job_parser, run_job
-from fewshot.config import ExperimentConfig, load_config
-from fewshot.training.experiment import run_experiment
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
+from fewshot.training.run import run
+from fewshot.viz.tsne import checkpoint_tsne
 
 
 def main(args: argparse.Namespace) -> None:
     config = load_config(ExperimentConfig, args.config, args.overrides)
-    run_dir = config.output_dir or Path("results") / time.strftime("train-%Y%m%d-%H%M%S")
-    result = run_experiment(config, run_dir.resolve())
-    print(f"val accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.score}")
-    print(f"nearest-mean-colour baseline on the same episodes: {result.colour_baseline}")
-    print(f"best epoch {result.fit.best_epoch}; checkpoints and predictions in {run_dir.resolve()}")
-    for plot in result.plots:
-        print(f"plot: {plot}")
+    run_dir = (config.output_dir or Path("results") / time.strftime("train-%Y%m%d-%H%M%S")).resolve()
+    result = run(config, run_dir)
+    assert result.outcome is not None
+    print(f"val accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.outcome.score}")
+    print(f"nearest-mean-colour baseline on the same episodes: {result.outcome.baseline}")
+    print(f"best epoch {result.fit.best_epoch}; checkpoints and predictions in {run_dir}")
+    if config.method != "protonet":
+        print(f"plot: {checkpoint_tsne(result.fit.best_checkpoint, run_dir / 'tsne.png')}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from fewshot.cli import EXIT_INTERRUPTED, job_parser, parse_override_map, run_job
-from fewshot.config import load_config
+from fewshot.config.loading import load_config
 from fewshot.errors import ConfigError
 from fewshot.orchestration.tune import Study, latest_study, new_study, run_study
 from fewshot.search import check_space, config_type, load_space

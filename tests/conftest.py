@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from torchvision.io import write_jpeg
 
 from fewshot.data.transforms import EpisodeTensors
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_job(name: str) -> ModuleType:
+    """The entry point ``jobs/<name>.py`` as a module (jobs are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"jobs_{name}", REPO / "jobs" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True, scope="session")

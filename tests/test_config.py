@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from fewshot.config import DataConfig, EpisodeConfig, Strict, flatten, load_config, parse_override, to_yaml
+from fewshot.config.loading import flatten, load_config, parse_override, to_yaml
+from fewshot.config.schema import DataConfig, EpisodeSpec, Strict
 from fewshot.errors import ConfigError
 
 
@@ -14,7 +15,7 @@ class Train(Strict):
 
 class Run(Strict):
     train: Train = Train()
-    episode: EpisodeConfig = EpisodeConfig()
+    episode: EpisodeSpec = EpisodeSpec()
     data: DataConfig = DataConfig()
     tags: tuple[str, ...] = ()
 

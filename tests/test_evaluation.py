@@ -8,14 +8,15 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TVF
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.data.predictions import read_predictions
 from fewshot.data.splits import load_fewshot_data
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, episode_tensors
-from fewshot.evaluation import evaluate, predict_testcase
+from fewshot.evaluation import evaluate
 from fewshot.methods.build import build_method
-from fewshot.training.experiment import episode_specs, run_experiment
-from tests.conftest import tiny_overrides
+from fewshot.training.run import run
+from tests.conftest import load_job, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def _pil_batch(paths: list[Path]) -> torch.Tensor:
 
 def test_fast_path_gives_the_logits_of_the_plain_path(tiny_builtin: Path) -> None:
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     torch.manual_seed(0)
     plain = build_method(config).eval()
     fast = build_method(config).eval().to(memory_format=torch.channels_last)
@@ -52,10 +53,10 @@ def _val_paths(root: Path) -> list[Path]:
 
 def test_predict_writes_the_course_format_and_matches_training_evaluation(tiny_builtin: Path, tmp_path: Path) -> None:
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
-    result = run_experiment(config, tmp_path / "run")
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    result = run(config, tmp_path / "run")
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     out = tmp_path / "pred.csv"
-    prediction = predict_testcase(
+    prediction = load_job("predict").predict_testcase(
         tmp_path / "run" / "best.pt",
         tiny_builtin / "mini" / "val.csv",
         tiny_builtin / "mini" / "val",
@@ -75,7 +76,7 @@ def test_predict_writes_the_course_format_and_matches_training_evaluation(tiny_b
 
 def test_evaluate_without_answers_predicts_but_does_not_score(tiny_builtin: Path) -> None:
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     unlabelled = [type(e)(e.spec, e.support, e.query, torch.full_like(e.query_labels, -1)) for e in data.val_episodes]
     result = evaluate(build_method(config), data.val, unlabelled[:4])
     assert result.score is None and result.predictions.shape == (4, 50)
@@ -101,17 +102,16 @@ def test_jobs_report_user_errors_in_one_line(tiny_builtin: Path, tmp_path: Path)
 
 
 def test_mean_colour_baseline_reads_colour_and_only_colour(course_data, tiny_builtin: Path) -> None:
-    from fewshot.config import DataConfig
-    from fewshot.data.episodes import EpisodeSpec
+    from fewshot.config.schema import DataConfig, EpisodeSpec
     from fewshot.evaluation import mean_colour_baseline
 
-    spec = EpisodeSpec(5, 1, 5)
+    spec = EpisodeSpec(way=5, shot=1, query=5)
     # course_data gives every class its own brightness: colour alone separates them.
     coloured = load_fewshot_data(DataConfig(root=course_data(per_class=6), n_val_episodes=20), spec, spec)
     assert mean_colour_baseline(coloured.val, coloured.val_episodes).mean > 90
     # The built-in data hides the class from colour: near chance (20%).
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"data.n_val_episodes": 200}))
-    builtin = load_fewshot_data(config.data, *episode_specs(config))
+    builtin = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     assert mean_colour_baseline(builtin.val, builtin.val_episodes).mean < 32
 
 
@@ -134,10 +134,15 @@ def test_prepare_data_job_checks_decodes_and_summarises(tiny_builtin: Path) -> N
 def test_tsne_job_draws_from_a_hallucination_checkpoint_and_refuses_a_protonet_one(
     tiny_builtin: Path, tmp_path: Path
 ) -> None:
-    for method in ("hallucination", "protonet"):
-        config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, method=method, **{"train.epochs": 1}))
-        run_experiment(config, tmp_path / method)
-    assert (tmp_path / "hallucination" / "tsne.png").is_file()  # every hallucination run draws one
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
+    run(config, tmp_path / "protonet")
+    overrides = tiny_overrides(tiny_builtin, method="hallucination", output_dir=tmp_path / "hallucination")
+    trained = subprocess.run(
+        [sys.executable, "jobs/train.py", *overrides, "train.epochs=1"], cwd=REPO, capture_output=True, text=True
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert (tmp_path / "hallucination" / "tsne.png").is_file()  # the training job draws one for every such run
+    assert not (tmp_path / "protonet" / "tsne.png").exists()  # a run itself draws nothing: its caller decides
     out = tmp_path / "again.png"
     drawn = subprocess.run(
         [sys.executable, "jobs/tsne.py", "--checkpoint", str(tmp_path / "hallucination" / "best.pt"), "--out",

@@ -12,7 +12,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig, FinetuneConfig, PretrainConfig
 from fewshot.data.cache import ImageBank
 from fewshot.data.tables import read_image_csv
 from fewshot.data.testcase import load_fixed_episodes

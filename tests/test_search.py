@@ -8,7 +8,8 @@ import optuna
 import pytest
 import yaml
 
-from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig, FinetuneConfig, PretrainConfig
 from fewshot.errors import ConfigError
 from fewshot.search import grid_points, load_space
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg
 
-from fewshot.data.episodes import EpisodeSpec
+from fewshot.config.schema import EpisodeSpec
 from fewshot.data.tables import read_image_csv
 from fewshot.data.testcase import generate_testcase, write_fixed_episodes
 from fewshot.errors import ConfigError, DataError

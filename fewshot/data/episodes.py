@@ -13,24 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fewshot.config.schema import EpisodeSpec
 from fewshot.errors import DataError
-
-
-@dataclass(frozen=True)
-class EpisodeSpec:
-    """The shape of an episode: ``way`` classes, ``shot`` support and ``query`` query images per class."""
-
-    way: int
-    shot: int
-    query: int
-
-    def __post_init__(self) -> None:
-        for name in ("way", "shot", "query"):
-            if getattr(self, name) < 1:
-                raise DataError(f"episode {name} must be at least 1, got {getattr(self, name)}")
-
-    def __str__(self) -> str:
-        return f"{self.way}-way {self.shot}-shot {self.query}-query"
 
 
 @dataclass(frozen=True)

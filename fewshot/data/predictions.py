@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 
 from fewshot.atomic import atomic_path
-from fewshot.config import one_line
 from fewshot.data.csvfile import read_text_csv
-from fewshot.errors import DataError
+from fewshot.errors import DataError, one_line
 
 
 @dataclass(frozen=True)

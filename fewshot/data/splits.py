@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from fewshot.config import DataConfig
+from fewshot.config.schema import DataConfig, EpisodeSpec
 from fewshot.data.builtin import ensure_builtin
 from fewshot.data.cache import ImageBank, load_bank
-from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec
+from fewshot.data.episodes import Episode, EpisodeSampler
 from fewshot.data.tables import FEWSHOT_DIRS, ImageTable, open_split
 from fewshot.data.testcase import Testcase, generate_testcase, load_fixed_episodes, write_fixed_episodes
 from fewshot.errors import DataError

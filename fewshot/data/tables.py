@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from fewshot.config import one_line
 from fewshot.data.csvfile import read_text_csv
-from fewshot.errors import DataError
+from fewshot.errors import DataError, one_line
 
 REQUIRED_COLUMNS = ("id", "filename", "label")
 

@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 
 from fewshot.atomic import atomic_path
+from fewshot.config.schema import EpisodeSpec
 from fewshot.data.cache import ImageBank
 from fewshot.data.csvfile import read_text_csv
-from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec
+from fewshot.data.episodes import Episode, EpisodeSampler
 from fewshot.data.predictions import read_predictions, write_predictions
 from fewshot.data.tables import ImageTable
 from fewshot.errors import DataError
@@ -48,7 +49,7 @@ def read_testcase(path: Path, way: int, shot: int) -> Testcase:
     blank = np.argwhere(ids == "")
     if len(blank):
         raise DataError(f"{path}: line {blank[0][0] + 2}, column {blank[0][1] + 1} is empty")
-    spec = EpisodeSpec(way, shot, n_query // way)
+    spec = EpisodeSpec(way=way, shot=shot, query=n_query // way)
     return Testcase(spec, tuple(ids[:, 0]), ids[:, 1 : 1 + n_support], ids[:, 1 + n_support :])
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from fewshot.config import ViewConfig
+from fewshot.config.schema import ViewConfig
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fewshot.config import AfhnConfig, OptimConfig
+from fewshot.config.schema import AfhnConfig, OptimConfig
 from fewshot.data.transforms import EpisodeTensors
 from fewshot.methods.base import EpisodicMethod, Objective, StepOutput
 from fewshot.methods.hallucination import Generator, draw_noise

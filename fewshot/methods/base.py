@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fewshot.config import OptimConfig
+from fewshot.config.schema import OptimConfig
 from fewshot.data.transforms import EpisodeTensors
 
 

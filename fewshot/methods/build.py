@@ -1,8 +1,14 @@
-"""Build a method from its config."""
+"""Build a few-shot method from its config, or from a checkpoint that stores its config."""
 
 from __future__ import annotations
 
-from fewshot.config import ExperimentConfig
+from pathlib import Path
+
+import torch
+
+from fewshot.checkpoint import load_checkpoint
+from fewshot.config.loading import validate_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.methods.afhn import AFHN
 from fewshot.methods.base import EpisodicMethod
 from fewshot.methods.hallucination import Generator, HallucinationNet
@@ -26,3 +32,13 @@ def build_method(config: ExperimentConfig) -> EpisodicMethod:
     if config.method == "afhn":
         return AFHN(encoder, distance, head, dim, config.afhn)
     return ProtoNet(encoder, distance, head)
+
+
+def load_method(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[ExperimentConfig, EpisodicMethod]:
+    """The config stored in a few-shot run's ``checkpoint`` and its method with the checkpoint's weights, on
+    ``device``; a checkpoint of another kind of run is a :class:`~fewshot.errors.ConfigError` naming it."""
+    state = load_checkpoint(checkpoint)
+    config = validate_config(ExperimentConfig, state["config"], f"config stored in {checkpoint}")
+    method = build_method(config)
+    method.load_state_dict(state["model"])
+    return config, method.to(device)

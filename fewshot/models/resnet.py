@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from fewshot.training.checkpoint import CheckpointError, read_weights
+from fewshot.checkpoint import CheckpointError, read_weights
 
 FEATURES = 2048
 
@@ -32,7 +32,7 @@ def resnet50_backbone() -> nn.Module:
 
 def load_backbone(backbone: nn.Module, path: Path) -> None:
     """Load weights into ``backbone`` from a torchvision state dict or a fewshot checkpoint; a file whose keys
-    do not fit a ResNet-50 is a :class:`~fewshot.training.checkpoint.CheckpointError` naming it."""
+    do not fit a ResNet-50 is a :class:`~fewshot.checkpoint.CheckpointError` naming it."""
     state = read_weights(path)
     state = state.get("backbone", state)
     weights = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}

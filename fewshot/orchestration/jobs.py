@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fewshot.cli import add_run_flags, flag_overrides, job_parser
-from fewshot.config import ExperimentConfig, PretrainConfig, load_config
-from fewshot.data.episodes import EpisodeSpec
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.data.splits import check_splits
 from fewshot.orchestration.sweep import Sweep, Variant, run_sweep
 from fewshot.orchestration.transfer import pretrain_backbone
@@ -42,7 +42,7 @@ def launch(args: argparse.Namespace, make_sweep: Callable[[ExperimentConfig], Sw
     sweep = make_sweep(base_config(args))
     sweep = Sweep(sweep.study, sweep.name, sweep.by, sweep.title, seeded(sweep.variants, args.seeds))
     for config in {variant.config.data: variant.config for variant in sweep.variants}.values():
-        check_splits(config.data, EpisodeSpec(**config.train_episode.model_dump()))
+        check_splits(config.data, config.train_episode)
     tracker = Tracker(args.tracking_uri)
     comparison = run_sweep(sweep, tracker, results, args.workers)
     print(comparison.to_markdown())

@@ -17,7 +17,7 @@ import numpy as np
 import ray
 import torch
 
-from fewshot.config import DataConfig
+from fewshot.config.schema import DataConfig
 from fewshot.data.cache import ImageBank, load_bank
 from fewshot.data.splits import data_root
 from fewshot.data.tables import FEWSHOT_DIRS, ImageTable, open_split

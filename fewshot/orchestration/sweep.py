@@ -19,7 +19,8 @@ from pathlib import Path
 import ray
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config import TrainedConfig, flatten
+from fewshot.config.loading import flatten
+from fewshot.config.schema import TrainedConfig
 from fewshot.errors import FewshotError
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.paths import ray_storage

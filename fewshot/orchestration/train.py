@@ -26,26 +26,22 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 
-from fewshot.config import ExperimentConfig, FinetuneConfig, PretrainConfig, TrainedConfig, config_dict, validate_config
+from fewshot.checkpoint import load_checkpoint, save_checkpoint
+from fewshot.config.loading import config_dict, validate_config
+from fewshot.config.schema import TRAINED_CONFIGS, ExperimentConfig, TrainedConfig
 from fewshot.data.cache import load_bank
 from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker
-from fewshot.training.checkpoint import load_checkpoint, save_checkpoint
-from fewshot.training.experiment import ExperimentResult, run_experiment
-from fewshot.training.finetune import run_finetuning
 from fewshot.training.loop import Placement
-from fewshot.training.pretrain import run_pretraining
+from fewshot.training.recipe import RunResult
 from fewshot.training.reporting import LogReporter, MultiReporter, Reporter
+from fewshot.training.run import run
 from fewshot.viz.plots import learning_curves
+from fewshot.viz.tsne import checkpoint_tsne
 
-# Each kind of run: its config type and the library function that runs it in a worker.
-RUNNERS: dict[str, tuple[type[TrainedConfig], Callable[..., ExperimentResult]]] = {
-    "ExperimentConfig": (ExperimentConfig, run_experiment),
-    "PretrainConfig": (PretrainConfig, run_pretraining),
-    "FinetuneConfig": (FinetuneConfig, run_finetuning),
-}
+HALLUCINATING = ("hallucination", "afhn")  # methods whose runs also draw the t-SNE of real and fake features
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,7 @@ def run_training(job: TrainJob) -> ray.train.Result:
 
 
 def _worker(payload: dict[str, Any]) -> None:
-    config_type, runner = RUNNERS[payload["kind"]]
-    config = validate_config(config_type, payload["config"], "train job")
+    config = validate_config(TRAINED_CONFIGS[payload["kind"]], payload["config"], "train job")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = _device(config.train.device)
@@ -129,10 +124,13 @@ def _worker(payload: dict[str, Any]) -> None:
                  "data_from": "object store" if banks is not None else "disk cache"}  # fmt: skip
         mlflow.tracker.set_tags(run_id, where)
     load = banks.load if banks is not None else load_bank
-    result = runner(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
+    result = run(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
     if mlflow is not None:
         mlflow.flush()  # epochs kept while the tracking server was down; waits for it to come back
-        _log_final(mlflow.tracker, run_id, result, run_dir, payload["name"])
+        plots = [learning_curves(result.fit.history, payload["name"], run_dir / "learning_curves.png")]
+        if getattr(config, "method", None) in HALLUCINATING:
+            plots.append(checkpoint_tsne(result.fit.best_checkpoint, run_dir / "tsne.png", device, load=load))
+        _log_final(mlflow.tracker, run_id, result, run_dir, plots)
     ray_reporter.report_last(result)
 
 
@@ -190,7 +188,7 @@ class RayReporter:
             return
         self._send(epoch, metrics, checkpoint)
 
-    def report_last(self, result: ExperimentResult) -> None:
+    def report_last(self, result: RunResult) -> None:
         """Send the last epoch (on a resumed, finished run: the history's last entry), with the final score."""
         if self.held is not None:
             epoch, metrics, checkpoint = self.held
@@ -219,17 +217,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _log_final(tracker: Tracker, run_id: str, result: ExperimentResult, run_dir: Path, name: str) -> None:
+def _log_final(tracker: Tracker, run_id: str, result: RunResult, run_dir: Path, plots: list[Path]) -> None:
     final = {"best_epoch": float(result.fit.best_epoch)}
-    if result.score is not None:
-        final |= {"val_acc": result.score.mean, "val_ci95": result.score.ci95}
-    if result.colour_baseline is not None:
-        final["colour_baseline_acc"] = result.colour_baseline.mean
-    tracker.log_metrics(run_id, final, step=result.fit.history[-1]["epoch"] if result.fit.history else 0)
-    curves = learning_curves(result.fit.history, name, run_dir / "learning_curves.png")
-    for path in (run_dir / "config.yaml", result.predictions, curves, *result.plots, *result.files):
-        if path is not None and Path(path).is_file():
-            tracker.log_artifact(run_id, Path(path))
+    outcome = result.outcome
+    if outcome is not None:
+        final |= {"val_acc": outcome.score.mean, "val_ci95": outcome.score.ci95}
+        if outcome.baseline is not None:
+            final["colour_baseline_acc"] = outcome.baseline.mean
+    tracker.log_metrics(run_id, final, step=int(result.fit.history[-1]["epoch"]) if result.fit.history else 0)
+    written = (outcome.predictions, *outcome.files) if outcome is not None else ()
+    for path in (run_dir / "config.yaml", *written, *plots):
+        if path.is_file():
+            tracker.log_artifact(run_id, path)
     if result.fit.best_checkpoint.is_file():
         # The model, not the optimiser state a resume needs (2/3 of a ResNet-50 run's checkpoint under Adam):
         # enough for jobs/predict.py, jobs/tsne.py and fine-tuning. The run folder keeps the whole file.

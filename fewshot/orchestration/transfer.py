@@ -18,7 +18,8 @@ from pathlib import Path
 import ray
 from mlflow.exceptions import MlflowException
 
-from fewshot.config import FinetuneConfig, PretrainConfig, config_dict, to_yaml
+from fewshot.config.loading import config_dict, to_yaml
+from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.data.splits import check_splits
 from fewshot.data.tables import OFFICE_DIRS
 from fewshot.errors import FewshotError

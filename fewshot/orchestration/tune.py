@@ -35,7 +35,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config import ExperimentConfig, TrainedConfig, config_dict, flatten, validate_config
+from fewshot.config.loading import config_dict, flatten, validate_config
+from fewshot.config.schema import ExperimentConfig, TrainedConfig
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks, share_banks

@@ -20,7 +20,8 @@ import pandas as pd
 import yaml
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config import TrainedConfig, to_yaml
+from fewshot.config.loading import to_yaml
+from fewshot.config.schema import TrainedConfig
 from fewshot.search import SearchSpace
 from fewshot.tracking.runs import Tracker
 from fewshot.viz.plots import optuna_plots

@@ -1,4 +1,5 @@
-"""Fine-tuning a ResNet-50 on Office-Home (``office/{train,val}.csv``, string labels shared by both splits).
+"""The fine-tuning recipe: a ResNet-50 on Office-Home (``office/{train,val}.csv``, string labels shared by both
+splits).
 
 The backbone starts from random weights or a pre-trained checkpoint and is trained with a linear classifier
 (``freeze``: the classifier alone). Validation accuracy is the share of validation images classified right,
@@ -10,25 +11,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 
 from fewshot.atomic import atomic_path
-from fewshot.config import FinetuneConfig
-from fewshot.data.cache import ImageBank, load_bank
+from fewshot.config.schema import FinetuneConfig
+from fewshot.data.cache import ImageBank
 from fewshot.data.predictions import Score, mean_ci95
 from fewshot.data.splits import BankLoader, data_root
 from fewshot.data.tables import OFFICE_DIRS, ImageTable, open_split
 from fewshot.data.transforms import BatchTransform
 from fewshot.errors import DataError
+from fewshot.methods.base import TrainedModule
 from fewshot.methods.classifier import Classifier
 from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
-from fewshot.training.checkpoint import load_checkpoint
-from fewshot.training.experiment import ExperimentResult, start_run
-from fewshot.training.loop import Placement, Trainer
-from fewshot.training.reporting import Reporter
+from fewshot.training.loop import Placement
+from fewshot.training.recipe import Built, Outcome
 from fewshot.training.tasks import LabelledBatchTask
 
 log = logging.getLogger(__name__)
@@ -77,22 +76,12 @@ def write_office_predictions(path: Path, table: ImageTable, predicted: torch.Ten
         frame.to_csv(tmp, index=False)
 
 
-def run_finetuning(
-    config: FinetuneConfig,
-    run_dir: Path,
-    reporter: Reporter | None = None,
-    placement: Placement | None = None,
-    resume: dict[str, Any] | None = None,
-    load: BankLoader = load_bank,
-) -> ExperimentResult:
-    """Fine-tune as ``config`` says in ``run_dir``; the result's ``predictions`` is the Office-Home CSV."""
+def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Built:
     root, data = data_root(config.data), config.data
     train_table = open_split(root, data.train_split, OFFICE_DIRS)
     val_table = open_split(root, data.val_split, OFFICE_DIRS)
-    start = start_run(config, run_dir, placement, resume, load)
-    run_dir, placement = start.run_dir, start.placement
-    train = start.load(train_table, data.image_size, data.resize, data.cache_dir)
-    val = start.load(val_table, data.image_size, data.resize, data.cache_dir)
+    train = load(train_table, data.image_size, data.resize, data.cache_dir)
+    val = load(val_table, data.image_size, data.resize, data.cache_dir)
     val_targets = class_targets(val_table, train.classes)
     log.info("data: %d train images, %d classes; %d val images (%s)", len(train), len(train.classes), len(val), root)
     backbone = resnet50_backbone()
@@ -100,18 +89,16 @@ def run_finetuning(
         load_backbone(backbone, Path(config.backbone).expanduser())
     model = Classifier(backbone, FEATURES, len(train.classes), config.freeze, config.lr_scale)
 
-    def validate(model: Classifier, device: torch.device) -> dict[str, float]:
+    def validate(model: TrainedModule, device: torch.device) -> dict[str, float]:
+        assert isinstance(model, Classifier)
         score = classification_score(classify(model, val, device), val_targets)
         return {"val_acc": score.mean, "val_ci95": score.ci95}
 
+    def finish(run_dir: Path, device: torch.device) -> Outcome:
+        predicted = classify(model, val, device)
+        predictions = run_dir / "predictions.csv"
+        write_office_predictions(predictions, val_table, predicted, train.classes)
+        return Outcome(classification_score(predicted, val_targets), predictions)
+
     task = LabelledBatchTask(train, train.labels, config.train, config.seed, placement.world_size, validate)
-    fit = Trainer(config, model, task, run_dir, placement, reporter, start.resume).fit()
-    if placement.rank != 0:
-        return ExperimentResult(None, fit, None, None)
-    model.load_state_dict(load_checkpoint(fit.best_checkpoint, placement.device)["model"])
-    predicted = classify(model, val, placement.device)
-    score = classification_score(predicted, val_targets)
-    predictions = run_dir / "predictions.csv"
-    write_office_predictions(predictions, val_table, predicted, train.classes)
-    log.info("best epoch %d: %s on %d validation images -> %s", fit.best_epoch, score, len(val), predictions)
-    return ExperimentResult(score, fit, predictions, None)
+    return Built(model, task, finish)

@@ -21,11 +21,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from fewshot.config import TrainedConfig, config_dict
+from fewshot.checkpoint import save_checkpoint
+from fewshot.config.loading import config_dict
+from fewshot.config.schema import TrainedConfig
 from fewshot.data.episodes import episode_seed
 from fewshot.methods.base import StepOutput, TrainedModule
 from fewshot.precision import choose_precision
-from fewshot.training.checkpoint import save_checkpoint
 from fewshot.training.optim import base_lr, build_optimizer, build_schedule
 from fewshot.training.reporting import LogReporter, Reporter
 

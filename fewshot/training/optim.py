@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fewshot.config import OptimConfig, ScheduleConfig
+from fewshot.config.schema import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(

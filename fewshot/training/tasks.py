@@ -17,9 +17,9 @@ from functools import lru_cache
 
 import torch
 
-from fewshot.config import BatchTrainConfig, ByolConfig, ExperimentConfig, ViewConfig
+from fewshot.config.schema import BatchTrainConfig, ByolConfig, ExperimentConfig, ViewConfig
 from fewshot.data.cache import ImageBank
-from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec, episode_seed
+from fewshot.data.episodes import Episode, EpisodeSampler, episode_seed
 from fewshot.data.splits import FewShotData
 from fewshot.data.transforms import BatchTransform, LabelledBatch, episode_tensors
 from fewshot.data.views import ViewTransform
@@ -46,7 +46,7 @@ class EpisodeTask:
     unit = "episodes"
 
     def __init__(self, config: ExperimentConfig, data: FewShotData) -> None:
-        spec = EpisodeSpec(**config.train_episode.model_dump())
+        spec = config.train_episode
         self.sampler = EpisodeSampler(data.train.labels, data.train.classes, spec, config.seed)
         self.transform = BatchTransform(flip=config.train.flip)
         self.steps_per_epoch = config.train.episodes_per_epoch

@@ -13,9 +13,35 @@ import numpy as np
 import torch
 from sklearn.manifold import TSNE
 
-from fewshot.data.cache import ImageBank
+from fewshot.data.cache import ImageBank, load_bank
+from fewshot.data.splits import BankLoader, data_root
+from fewshot.data.tables import open_split
 from fewshot.data.transforms import BatchTransform
+from fewshot.errors import ConfigError
+from fewshot.methods.build import load_method
 from fewshot.viz.plots import save_figure
+
+
+def checkpoint_tsne(
+    checkpoint: Path,
+    path: Path,
+    device: torch.device | str = "cpu",
+    root: Path | None = None,
+    split: str | None = None,
+    load: BankLoader = load_bank,
+    **options: int,
+) -> Path:
+    """:func:`hallucination_tsne` of the hallucinating method in ``checkpoint``, on ``split`` (default: the
+    validation split) of the data it was trained on (or of the dataset at ``root``), decoded through ``load``."""
+    config, method = load_method(checkpoint, device)
+    if not hasattr(method, "hallucinate"):
+        raise ConfigError(
+            f"{checkpoint} holds a {config.method} model, which hallucinates no features "
+            "(use a hallucination or afhn checkpoint)"
+        )
+    data = config.data.model_copy(update={"root": root}) if root is not None else config.data
+    bank = load(open_split(data_root(data), split or data.val_split), data.image_size, data.resize, data.cache_dir)
+    return hallucination_tsne(method, bank, path, torch.device(device), **options)
 
 
 @torch.no_grad()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
-from fewshot.data.episodes import Episode, EpisodeSampler, EpisodeSpec, episode_seed
+from fewshot.config.schema import EpisodeSpec
+from fewshot.data.episodes import Episode, EpisodeSampler, episode_seed
 from fewshot.errors import DataError
 
 
@@ -44,7 +46,7 @@ def _check_episode(episode: Episode, labels: torch.Tensor, spec: EpisodeSpec) ->
 @pytest.mark.parametrize(("way", "shot", "query"), [(5, 1, 15), (3, 5, 2), (2, 1, 1), (7, 2, 3)])
 def test_episode_shapes_and_labels(way, shot, query):
     labels = _labels([20] * 8)
-    spec = EpisodeSpec(way, shot, query)
+    spec = EpisodeSpec(way=way, shot=shot, query=query)
     sampler = EpisodeSampler(labels, _classes(8), spec, seed=0)
     for index in range(20):
         _check_episode(sampler[index], labels, spec)
@@ -53,7 +55,7 @@ def test_episode_shapes_and_labels(way, shot, query):
 def test_unequal_class_sizes_only_sample_valid_rows():
     counts = [3, 50, 4, 3, 17]
     labels = _labels(counts)
-    spec = EpisodeSpec(4, 1, 2)
+    spec = EpisodeSpec(way=4, shot=1, query=2)
     sampler = EpisodeSampler(labels, _classes(5), spec, seed=3)
     seen = torch.zeros(len(labels), dtype=torch.bool)
     used_classes = set()
@@ -70,7 +72,7 @@ def test_unequal_class_sizes_only_sample_valid_rows():
 
 def test_all_images_of_a_class_used_when_it_has_exactly_enough():
     labels = _labels([3, 3, 3])
-    spec = EpisodeSpec(3, 1, 2)
+    spec = EpisodeSpec(way=3, shot=1, query=2)
     episode = EpisodeSampler(labels, _classes(3), spec, seed=0)[0]
     _check_episode(episode, labels, spec)
     assert sorted(torch.cat([episode.support, episode.query]).tolist()) == list(range(9))
@@ -78,7 +80,7 @@ def test_all_images_of_a_class_used_when_it_has_exactly_enough():
 
 def test_determinism():
     labels = _labels([10] * 6)
-    spec = EpisodeSpec(5, 1, 3)
+    spec = EpisodeSpec(way=5, shot=1, query=3)
     a = EpisodeSampler(labels, _classes(6), spec, seed=7)
     b = EpisodeSampler(labels, _classes(6), spec, seed=7)
     for index in (0, 1, 5, 1000):
@@ -96,7 +98,7 @@ def test_determinism():
 
 
 def test_sampling_does_not_touch_global_rng():
-    sampler = EpisodeSampler(_labels([5] * 4), _classes(4), EpisodeSpec(3, 1, 2), seed=0)
+    sampler = EpisodeSampler(_labels([5] * 4), _classes(4), EpisodeSpec(way=3, shot=1, query=2), seed=0)
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
@@ -114,14 +116,14 @@ def test_episode_seed():
 
 def test_way_larger_than_classes():
     with pytest.raises(DataError) as err:
-        EpisodeSampler(_labels([10] * 4), _classes(4), EpisodeSpec(5, 1, 1), seed=0)
+        EpisodeSampler(_labels([10] * 4), _classes(4), EpisodeSpec(way=5, shot=1, query=1), seed=0)
     assert "5 classes" in str(err.value) and "only 4" in str(err.value)
 
 
 def test_class_with_too_few_images_is_named():
     counts = [20, 20, 5, 20]
     with pytest.raises(DataError) as err:
-        EpisodeSampler(_labels(counts), _classes(4), EpisodeSpec(2, 1, 5), seed=0)
+        EpisodeSampler(_labels(counts), _classes(4), EpisodeSpec(way=2, shot=1, query=5), seed=0)
     message = str(err.value)
     assert "'n002'" in message
     assert "only 5" in message
@@ -131,22 +133,30 @@ def test_class_with_too_few_images_is_named():
 def test_class_with_no_images():
     labels = torch.tensor([0, 0, 0, 2, 2, 2])
     with pytest.raises(DataError, match="'n001' has only 0"):
-        EpisodeSampler(labels, _classes(3), EpisodeSpec(2, 1, 1), seed=0)
+        EpisodeSampler(labels, _classes(3), EpisodeSpec(way=2, shot=1, query=1), seed=0)
 
 
-@pytest.mark.parametrize(("way", "shot", "query", "name"), [(0, 1, 1, "way"), (5, 0, 1, "shot"), (5, 1, -3, "query")])
-def test_spec_values_below_one(way, shot, query, name):
-    with pytest.raises(DataError, match=f"episode {name} must be at least 1"):
-        EpisodeSpec(way, shot, query)
+@pytest.mark.parametrize(
+    ("way", "shot", "query", "problem"),
+    [(1, 1, 1, r"way\n.*greater than or equal to 2"), (5, 0, 1, r"shot\n.*equal to 1"), (5, 1, -3, r"query\n.* 1")],
+)
+def test_spec_values_out_of_range(way, shot, query, problem):
+    """One rule for an episode's shape, wherever it is built: a 1-way episode has nothing to tell apart."""
+    with pytest.raises(ValidationError, match=problem):
+        EpisodeSpec(way=way, shot=shot, query=query)
 
 
 def test_spec_str_and_equality():
-    assert str(EpisodeSpec(5, 1, 15)) == "5-way 1-shot 15-query"
-    assert EpisodeSpec(5, 1, 15) == EpisodeSpec(5, 1, 15) != EpisodeSpec(5, 5, 15)
+    assert str(EpisodeSpec(way=5, shot=1, query=15)) == "5-way 1-shot 15-query"
+    assert (
+        EpisodeSpec(way=5, shot=1, query=15)
+        == EpisodeSpec(way=5, shot=1, query=15)
+        != EpisodeSpec(way=5, shot=5, query=15)
+    )
 
 
 def test_episode_validates_its_parts():
-    spec = EpisodeSpec(2, 2, 1)
+    spec = EpisodeSpec(way=2, shot=2, query=1)
     ok = Episode(spec, torch.arange(4), torch.tensor([4, 5]), torch.tensor([1, -1]))
     assert ok.support_labels.tolist() == [0, 0, 1, 1]
     with pytest.raises(DataError, match="4 support images"):

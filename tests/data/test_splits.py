@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import fewshot.data.cache as cache_module
-from fewshot.config import DataConfig
-from fewshot.data.episodes import EpisodeSpec
+from fewshot.config.schema import DataConfig, EpisodeSpec
 from fewshot.data.predictions import read_predictions
 from fewshot.data.splits import load_fewshot_data
 from fewshot.data.tables import open_split
@@ -15,8 +14,8 @@ from fewshot.data.testcase import generate_testcase, truth_path, write_fixed_epi
 from fewshot.errors import DataError
 
 SIZE = 16
-TRAIN = EpisodeSpec(5, 1, 3)
-EVAL = EpisodeSpec(5, 1, 2)
+TRAIN = EpisodeSpec(way=5, shot=1, query=3)
+EVAL = EpisodeSpec(way=5, shot=1, query=2)
 
 
 @pytest.fixture
@@ -78,10 +77,10 @@ def test_generates_fixed_episodes_in_the_cache(root, cache, monkeypatch):
 def test_other_eval_spec_or_seed_gets_other_episodes(root, cache):
     config = _config(root, cache)
     first = load_fewshot_data(config, TRAIN, EVAL, seed=0).testcase_path
-    other_spec = load_fewshot_data(config, TRAIN, EpisodeSpec(3, 2, 1), seed=0)
+    other_spec = load_fewshot_data(config, TRAIN, EpisodeSpec(way=3, shot=2, query=1), seed=0)
     other_seed = load_fewshot_data(config, TRAIN, EVAL, seed=1).testcase_path
     assert len({first, other_spec.testcase_path, other_seed}) == 3
-    assert other_spec.testcase.spec == EpisodeSpec(3, 2, 1)
+    assert other_spec.testcase.spec == EpisodeSpec(way=3, shot=2, query=1)
 
 
 def test_uses_the_course_testcase_beside_val_csv(root, cache):
@@ -102,7 +101,7 @@ def test_uses_the_course_testcase_beside_val_csv(root, cache):
 def test_course_testcase_of_another_shape_is_not_used(root, cache):
     val_table = open_split(root, "val")
     beside = root / "mini" / "val_testcase.csv"
-    testcase, truth = generate_testcase(val_table, EpisodeSpec(5, 1, 1), n_episodes=3, seed=0)
+    testcase, truth = generate_testcase(val_table, EpisodeSpec(way=5, shot=1, query=1), n_episodes=3, seed=0)
     write_fixed_episodes(beside, testcase, truth)
     data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
     assert data.testcase_path.parent == cache / "episodes"
@@ -119,7 +118,9 @@ def test_course_testcase_without_answers(root, cache):
 
 def test_explicit_val_episodes(root, cache, tmp_path):
     path = tmp_path / "mine" / "episodes.csv"
-    testcase, truth = generate_testcase(open_split(root, "val"), EpisodeSpec(5, 1, 1), n_episodes=4, seed=3)
+    testcase, truth = generate_testcase(
+        open_split(root, "val"), EpisodeSpec(way=5, shot=1, query=1), n_episodes=4, seed=3
+    )
     write_fixed_episodes(path, testcase, truth)
     data = load_fewshot_data(_config(root, cache, val_episodes=path), TRAIN, EVAL)
     assert data.testcase_path == path
@@ -129,7 +130,7 @@ def test_explicit_val_episodes(root, cache, tmp_path):
 def test_train_way_larger_than_classes_fails_before_decoding(root, cache, monkeypatch):
     _forbid_decoding(monkeypatch)
     with pytest.raises(DataError, match="need 7 classes, but the data has only 6"):
-        load_fewshot_data(_config(root, cache), EpisodeSpec(7, 1, 1), EVAL)
+        load_fewshot_data(_config(root, cache), EpisodeSpec(way=7, shot=1, query=1), EVAL)
     assert not (cache / "banks").exists()
     assert not (cache / "episodes").exists()
 
@@ -137,14 +138,14 @@ def test_train_way_larger_than_classes_fails_before_decoding(root, cache, monkey
 def test_eval_way_larger_than_val_classes_fails_before_decoding(root, cache, monkeypatch):
     _forbid_decoding(monkeypatch)
     with pytest.raises(DataError, match="only 5"):
-        load_fewshot_data(_config(root, cache), TRAIN, EpisodeSpec(6, 1, 1))
+        load_fewshot_data(_config(root, cache), TRAIN, EpisodeSpec(way=6, shot=1, query=1))
     assert not (cache / "banks").exists()
 
 
 def test_too_few_images_per_class_fails_before_decoding(root, cache, monkeypatch):
     _forbid_decoding(monkeypatch)
     with pytest.raises(DataError, match="'n00000000' has only 6"):
-        load_fewshot_data(_config(root, cache), EpisodeSpec(5, 2, 5), EVAL)
+        load_fewshot_data(_config(root, cache), EpisodeSpec(way=5, shot=2, query=5), EVAL)
     assert not (cache / "banks").exists()
 
 
@@ -158,6 +159,8 @@ def test_missing_root_or_split(tmp_path, cache):
 
 def test_fall_2020_layout(course_data, cache):
     root = course_data(style="2020", train_classes=5, val_classes=5, per_class=4, size=SIZE)
-    data = load_fewshot_data(_config(root, cache), EpisodeSpec(5, 1, 1), EpisodeSpec(5, 1, 3))
+    data = load_fewshot_data(
+        _config(root, cache), EpisodeSpec(way=5, shot=1, query=1), EpisodeSpec(way=5, shot=1, query=3)
+    )
     assert len(data.train) == len(data.val) == 20
     assert len(data.val_episodes) == 20

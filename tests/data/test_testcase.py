@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from fewshot.config.schema import EpisodeSpec
 from fewshot.data.cache import ImageBank
-from fewshot.data.episodes import EpisodeSpec
 from fewshot.data.predictions import read_predictions, write_predictions
 from fewshot.data.tables import ImageTable
 from fewshot.data.testcase import Testcase as CaseFile  # aliased: pytest would collect a class named Test*
@@ -44,7 +44,7 @@ def _bank(table: ImageTable) -> ImageBank:
 def _small_testcase() -> CaseFile:
     """Two 2-way 1-shot 2-query episodes written by hand."""
     return CaseFile(
-        EpisodeSpec(2, 1, 2),
+        EpisodeSpec(way=2, shot=1, query=2),
         ("0", "1"),
         np.array([["img0-0", "img1-0"], ["img3-1", "img2-1"]], dtype=object),
         np.array([["img1-1", "img0-2", "img0-1", "img1-2"], ["img2-2", "img3-2", "img3-3", "img2-3"]], dtype=object),
@@ -76,7 +76,7 @@ def test_ids_are_read_as_strings_verbatim(tmp_path):
     assert testcase.episode_ids == ("007",)
     assert testcase.support_ids.tolist() == [["01", "2.0"]]
     assert testcase.query_ids.tolist() == [["NA", "1e3"]]
-    assert testcase.spec == EpisodeSpec(2, 1, 1)
+    assert testcase.spec == EpisodeSpec(way=2, shot=1, query=1)
 
 
 def test_read_by_position_not_by_name(tmp_path):
@@ -94,7 +94,7 @@ def test_query_count_is_inferred(tmp_path):
     header = ",".join(["episode_id"] + [f"c{i}" for i in range(80)])
     path.write_text(header + "\n" + ",".join(["0"] + [str(i) for i in range(80)]) + "\n")
     testcase = read_testcase(path, 5, 1)
-    assert testcase.spec == EpisodeSpec(5, 1, 15)
+    assert testcase.spec == EpisodeSpec(way=5, shot=1, query=15)
     assert testcase.support_ids.shape == (1, 5) and testcase.query_ids.shape == (1, 75)
     assert testcase.query_ids[0, 0] == "5"
 
@@ -176,7 +176,7 @@ def test_load_fixed_episodes_reads_the_gt_file(tmp_path):
     testcase, episodes = load_fixed_episodes(path, bank, 2, 1)
     _assert_same(testcase, _small_testcase())
     assert [e.query_labels.tolist() for e in episodes] == truth.tolist()
-    assert all(e.spec == EpisodeSpec(2, 1, 2) for e in episodes)
+    assert all(e.spec == EpisodeSpec(way=2, shot=1, query=2) for e in episodes)
 
 
 def test_gt_file_with_other_episodes(tmp_path):
@@ -190,7 +190,7 @@ def test_gt_file_with_other_episodes(tmp_path):
 
 def test_generate_testcase_is_deterministic_and_consistent():
     table = _table()
-    spec = EpisodeSpec(3, 2, 4)
+    spec = EpisodeSpec(way=3, shot=2, query=4)
     testcase, truth = generate_testcase(table, spec, n_episodes=12, seed=5)
     again, truth_again = generate_testcase(table, spec, n_episodes=12, seed=5)
     _assert_same(testcase, again)
@@ -216,7 +216,7 @@ def test_generate_testcase_is_deterministic_and_consistent():
 
 
 def test_generated_queries_are_shuffled():
-    _, truth = generate_testcase(_table(), EpisodeSpec(5, 1, 3), n_episodes=10, seed=0)
+    _, truth = generate_testcase(_table(), EpisodeSpec(way=5, shot=1, query=3), n_episodes=10, seed=0)
     assert all(truth[row].tolist() != sorted(truth[row].tolist()) for row in range(10))
     assert len({tuple(t) for t in truth.tolist()}) > 1
 
@@ -224,7 +224,7 @@ def test_generated_queries_are_shuffled():
 def test_write_fixed_episodes_round_trip(tmp_path):
     table = _table()
     bank = _bank(table)
-    testcase, truth = generate_testcase(table, EpisodeSpec(4, 1, 2), n_episodes=5, seed=1)
+    testcase, truth = generate_testcase(table, EpisodeSpec(way=4, shot=1, query=2), n_episodes=5, seed=1)
     path = tmp_path / "episodes" / "val.csv"
     write_fixed_episodes(path, testcase, truth)
     assert sorted(p.name for p in path.parent.iterdir()) == ["val.csv", "val_gt.csv"]

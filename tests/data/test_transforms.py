@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fewshot.config.schema import EpisodeSpec
 from fewshot.data.cache import ImageBank
-from fewshot.data.episodes import EpisodeSampler, EpisodeSpec
+from fewshot.data.episodes import EpisodeSampler
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, episode_tensors
 
 
@@ -92,7 +93,7 @@ def _bank(n_classes: int = 4, per_class: int = 5, size: int = 6) -> ImageBank:
 )
 def test_episode_tensors(device):
     bank = _bank()
-    spec = EpisodeSpec(3, 2, 1)
+    spec = EpisodeSpec(way=3, shot=2, query=1)
     episode = EpisodeSampler(bank.labels, bank.classes, spec, seed=0)[4]
     transform = BatchTransform()
     tensors = episode_tensors(episode, bank.to(device), transform, device=device)
@@ -111,7 +112,7 @@ def test_episode_tensors(device):
 
 def test_episode_tensors_flip_uses_the_generator():
     bank = _bank(per_class=10, size=8)
-    episode = EpisodeSampler(bank.labels, bank.classes, EpisodeSpec(4, 3, 4), seed=0)[0]
+    episode = EpisodeSampler(bank.labels, bank.classes, EpisodeSpec(way=4, shot=3, query=4), seed=0)[0]
     transform = BatchTransform(flip=True)
     a = episode_tensors(episode, bank, transform, generator=torch.Generator().manual_seed(5))
     b = episode_tensors(episode, bank, transform, generator=torch.Generator().manual_seed(5))
@@ -128,7 +129,7 @@ def test_episode_tensors_flip_uses_the_generator():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_episode_tensors_from_cpu_bank_to_cuda():
     bank = _bank()
-    episode = EpisodeSampler(bank.labels, bank.classes, EpisodeSpec(2, 1, 1), seed=0)[0]
+    episode = EpisodeSampler(bank.labels, bank.classes, EpisodeSpec(way=2, shot=1, query=1), seed=0)[0]
     tensors = episode_tensors(
         episode, bank, BatchTransform(flip=True), device="cuda", generator=torch.Generator().manual_seed(0)
     )

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from fewshot.config import ByolConfig, ViewConfig
+from fewshot.config.schema import ByolConfig, ViewConfig
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fewshot.data.views import ViewTransform
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
+from fewshot.checkpoint import CheckpointError
 from fewshot.methods.byol import BYOL, regression_loss, target_tau
 from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
-from fewshot.training.checkpoint import CheckpointError
 
 
 def _byol() -> BYOL:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from fewshot.config import AfhnConfig, ExperimentConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import AfhnConfig, ExperimentConfig
 from fewshot.data.splits import load_fewshot_data
 from fewshot.data.transforms import EpisodeTensors
 from fewshot.methods.afhn import AFHN, anti_collapse, gradient_penalty, same_class_partners
@@ -17,7 +18,6 @@ from fewshot.methods.build import build_method
 from fewshot.methods.hallucination import Generator, HallucinationNet
 from fewshot.methods.protonet import prototypes
 from fewshot.models.distances import Euclidean
-from fewshot.training.experiment import episode_specs
 from fewshot.training.loop import Trainer
 from fewshot.training.tasks import EpisodeTask
 from tests.conftest import random_episode, tiny_overrides
@@ -128,7 +128,7 @@ def test_a_short_afhn_run_updates_encoder_generator_and_critic(tiny_builtin: Pat
     overrides = tiny_overrides(tiny_builtin, **{"method": "afhn", "train.epochs": 2, "train.episodes_per_epoch": 3,
                                                 "afhn.pretrain_epochs": 1})  # fmt: skip
     config = load_config(ExperimentConfig, None, overrides)
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     torch.manual_seed(0)
     method = build_method(config)
     assert isinstance(method, AFHN)
@@ -149,7 +149,7 @@ def test_tsne_of_real_and_hallucinated_features_is_drawn(tiny_builtin: Path, tmp
     from fewshot.viz.tsne import hallucination_tsne
 
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, method="hallucination"))
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     method = build_method(config)
     path = hallucination_tsne(method, data.val, tmp_path / "tsne.png", classes=3, per_class=8, fakes=6)
     assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from fewshot.config import ExperimentConfig
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.tune import Study, new_study, run_study
 from fewshot.search import load_space
 from fewshot.tracking.runs import Tracker

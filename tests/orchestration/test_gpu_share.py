@@ -16,7 +16,8 @@ import ray
 import torch
 from ray.train import TrainingFailedError
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
 from tests.conftest import tiny_overrides

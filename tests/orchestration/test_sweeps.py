@@ -113,8 +113,8 @@ def test_hallucination_sweeps_vary_m_and_the_method() -> None:
 def test_the_last_epoch_is_reported_to_ray_only_after_the_final_evaluation(tmp_path: Path, monkeypatch) -> None:
     from fewshot.data.predictions import Score
     from fewshot.orchestration import train as train_module
-    from fewshot.training.experiment import ExperimentResult
     from fewshot.training.loop import FitResult
+    from fewshot.training.recipe import Outcome, RunResult
 
     sent = []
     monkeypatch.setattr(train_module.ray.train, "report", lambda metrics, checkpoint=None: sent.append(metrics))
@@ -123,5 +123,5 @@ def test_the_last_epoch_is_reported_to_ray_only_after_the_final_evaluation(tmp_p
         reporter.report(epoch, {"val_acc": 40.0 + epoch}, None)
     assert [m["epoch"] for m in sent] == [1, 2]  # epoch 3 waits: ASHA stops a trial on its max_t report
     fit = FitResult(43.0, 3, [], tmp_path / "best.pt", tmp_path / "last.pt")
-    reporter.report_last(ExperimentResult(Score(44.5, 0.8, np.ones(600)), fit, None, None))
+    reporter.report_last(RunResult(fit, Outcome(Score(44.5, 0.8, np.ones(600)), tmp_path / "predictions.csv")))
     assert sent[-1] == {"epoch": 3, "val_acc": 43.0, "final_acc": 44.5}

@@ -14,10 +14,11 @@ import pytest
 import ray
 from mlflow import MlflowClient
 
-from fewshot.config import ExperimentConfig, PretrainConfig, load_config
+from fewshot.checkpoint import load_checkpoint
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
-from fewshot.training.checkpoint import load_checkpoint
 from tests.conftest import tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]

@@ -15,7 +15,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from fewshot.config import ExperimentConfig, FinetuneConfig, load_config
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig, FinetuneConfig
 from fewshot.errors import ConfigError
 from fewshot.orchestration.tune import TrialPlan, plan_trials
 

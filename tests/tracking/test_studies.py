@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fewshot.config import ExperimentConfig, flatten, load_config
+from fewshot.config.loading import flatten, load_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.search import SearchSpace, load_space
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.studies import optuna_study, publish_study, trial_table

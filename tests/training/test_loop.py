@@ -3,15 +3,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot.config import ExperimentConfig, load_config
+from fewshot.checkpoint import load_checkpoint
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.data.episodes import EpisodeSampler
 from fewshot.data.splits import load_fewshot_data
 from fewshot.data.transforms import BatchTransform, episode_tensors
 from fewshot.errors import ConfigError
 from fewshot.methods.build import build_method
-from fewshot.training.checkpoint import load_checkpoint
-from fewshot.training.experiment import episode_specs, run_experiment
 from fewshot.training.loop import Trainer
+from fewshot.training.run import run
 from fewshot.training.tasks import EpisodeTask
 from tests.conftest import StopAfter, tiny_overrides
 
@@ -30,11 +31,11 @@ def _accuracy(method, bank, episodes) -> float:
 
 def test_training_lowers_the_loss_on_builtin_data(tiny_builtin: Path, tmp_path: Path) -> None:
     config = _config(tiny_builtin, **{"train.epochs": 4, "train.episodes_per_epoch": 10})
-    data = load_fewshot_data(config.data, *episode_specs(config))
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     torch.manual_seed(0)
     method = build_method(config)
     # Held-out episodes of the training classes (a seed the run never draws with).
-    sampler = EpisodeSampler(data.train.labels, data.train.classes, episode_specs(config)[0], seed=123)
+    sampler = EpisodeSampler(data.train.labels, data.train.classes, config.train_episode, seed=123)
     episodes = [sampler[i] for i in range(20)]
     before = _accuracy(method, data.train, episodes)
     result = Trainer(config, method, EpisodeTask(config, data), tmp_path).fit()
@@ -45,12 +46,12 @@ def test_training_lowers_the_loss_on_builtin_data(tiny_builtin: Path, tmp_path: 
 
 def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_builtin: Path, tmp_path: Path) -> None:
     config = _config(tiny_builtin, **{"train.epochs": 3})
-    straight = run_experiment(config, tmp_path / "straight")
+    straight = run(config, tmp_path / "straight")
 
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, tmp_path / "resumed", reporter=StopAfter(1))
+        run(config, tmp_path / "resumed", reporter=StopAfter(1))
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
-    resumed = run_experiment(config, tmp_path / "resumed")  # picks up last.pt by itself
+    resumed = run(config, tmp_path / "resumed")  # picks up last.pt by itself
 
     assert [h["epoch"] for h in resumed.fit.history] == [1, 2, 3]
     a = load_checkpoint(straight.fit.last_checkpoint)["model"]
@@ -61,13 +62,13 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_builtin: 
 
 
 def test_a_run_folder_of_another_config_is_not_resumed(tiny_builtin: Path, tmp_path: Path) -> None:
-    run_experiment(_config(tiny_builtin, **{"train.epochs": 1}), tmp_path)
+    run(_config(tiny_builtin, **{"train.epochs": 1}), tmp_path)
     with pytest.raises(ConfigError, match="different config"):
-        run_experiment(_config(tiny_builtin, **{"train.epochs": 1, "train.optim.lr": 0.01}), tmp_path)
+        run(_config(tiny_builtin, **{"train.epochs": 1, "train.optim.lr": 0.01}), tmp_path)
 
 
 def test_best_checkpoint_holds_the_best_validation_epoch(tiny_builtin: Path, tmp_path: Path) -> None:
-    result = run_experiment(_config(tiny_builtin, **{"train.epochs": 3}), tmp_path)
+    result = run(_config(tiny_builtin, **{"train.epochs": 3}), tmp_path)
     accs = [h["val_acc"] for h in result.fit.history]
     assert result.fit.best_val_acc == max(accs)
     assert result.fit.best_epoch == accs.index(max(accs)) + 1
@@ -82,5 +83,5 @@ def test_schedule_halves_the_learning_rate(tiny_builtin: Path, tmp_path: Path) -
         tiny_builtin,
         **{"train.epochs": 3, "train.schedule.step_epochs": 1, "train.optim.name": "sgd", "train.optim.lr": 0.1},
     )
-    result = run_experiment(config, tmp_path)
+    result = run(config, tmp_path)
     assert [h["lr"] for h in result.fit.history] == pytest.approx([0.1, 0.05, 0.025])

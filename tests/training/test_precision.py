@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from fewshot.config import ExperimentConfig, PretrainConfig, load_config
+from fewshot.checkpoint import load_checkpoint
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.data.cache import load_bank
 from fewshot.data.episodes import episode_seed
 from fewshot.data.splits import keep_resident, load_fewshot_data, resident_loader
@@ -21,9 +23,8 @@ from fewshot.methods.build import build_method
 from fewshot.models.distances import cosine_similarity, squared_euclidean
 from fewshot.precision import Precision, choose_precision
 from fewshot.training import loop
-from fewshot.training.checkpoint import load_checkpoint
-from fewshot.training.experiment import episode_specs, run_experiment
 from fewshot.training.loop import Placement, Trainer
+from fewshot.training.run import run
 from fewshot.training.tasks import EpisodeTask, ViewBatchTask
 from tests.conftest import StopAfter, tiny_overrides
 
@@ -66,7 +67,7 @@ def test_distances_stay_in_float32_inside_autocast() -> None:
 def test_bfloat16_autocast_trains_through_the_loop_as_float32_does(tiny_builtin: Path, tmp_path: Path) -> None:
     def fit(amp: bool) -> tuple[list[torch.dtype], list[float]]:
         config = _config(tiny_builtin, **{"train.amp": amp, "train.epochs": 3})
-        data = load_fewshot_data(config.data, *episode_specs(config))
+        data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
         torch.manual_seed(0)
         method = build_method(config)
         dtypes: list[torch.dtype] = []
@@ -91,15 +92,15 @@ def test_float16_loss_scaling_steps_checkpoints_and_resumes(
     # float16 with a GradScaler is what GPUs without bfloat16 get; CPU autocast runs the same code path.
     monkeypatch.setattr(loop, "choose_precision", lambda device, amp: Precision("cpu", torch.float16))
     config = _config(tiny_builtin, **{"train.amp": True, "model.hidden": 8})  # CPUs have slow float16 kernels
-    result = run_experiment(config, tmp_path / "run")
+    result = run(config, tmp_path / "run")
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] >= 0
     assert all(math.isfinite(h["loss"]) for h in result.fit.history)
     assert result.score is not None and result.score.mean > 20
 
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, tmp_path / "resumed", reporter=StopAfter(1))
-    resumed = run_experiment(config, tmp_path / "resumed")  # from last.pt, scaler state included
+        run(config, tmp_path / "resumed", reporter=StopAfter(1))
+    resumed = run(config, tmp_path / "resumed")  # from last.pt, scaler state included
     assert [h["loss"] for h in resumed.fit.history] == [h["loss"] for h in result.fit.history]
 
 
@@ -125,9 +126,9 @@ def test_automatic_residency_keeps_banks_that_do_not_fit_in_host_memory(
 
 def test_resident_banks_give_the_same_training(tiny_builtin: Path, tmp_path: Path) -> None:
     config = _config(tiny_builtin)
-    apart = run_experiment(config, tmp_path / "apart")
+    apart = run(config, tmp_path / "apart")
     kept = config.model_copy(update={"train": config.train.model_copy(update={"resident": True})})
-    resident = run_experiment(kept, tmp_path / "resident")
+    resident = run(kept, tmp_path / "resident")
     assert _without_speed(apart.fit.history) == _without_speed(resident.fit.history)
 
 
@@ -139,12 +140,14 @@ def _without_speed(history: list[dict[str, float]]) -> list[dict[str, float]]:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_cuda_run_keeps_its_images_on_the_gpu_in_mixed_precision(tiny_builtin: Path, tmp_path: Path) -> None:
     config, cuda = _config(tiny_builtin, **{"train.device": "cuda"}), torch.device("cuda")
-    data = load_fewshot_data(config.data, *episode_specs(config), load=resident_loader(load_bank, cuda, None))
+    data = load_fewshot_data(
+        config.data, config.train_episode, config.eval_episode, load=resident_loader(load_bank, cuda, None)
+    )
     assert data.train.images.is_cuda and data.val.images.is_cuda
     trainer = Trainer(config, build_method(config), EpisodeTask(config, data), tmp_path, Placement(cuda))
     assert trainer.precision.dtype in (torch.bfloat16, torch.float16)
     assert all(math.isfinite(h["loss"]) for h in trainer.fit().history)
-    result = run_experiment(config, tmp_path / "run")  # the whole run: resident banks, AMP, float32 final score
+    result = run(config, tmp_path / "run")  # the whole run: resident banks, AMP, float32 final score
     assert result.score is not None and result.score.mean > 20
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torchvision.models import resnet50
 
-from fewshot.config import FinetuneConfig, PretrainConfig, load_config
+from fewshot.checkpoint import load_checkpoint, read_weights
+from fewshot.config.loading import load_config
+from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.errors import ConfigError
 from fewshot.methods.classifier import Classifier
 from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
-from fewshot.training.checkpoint import load_checkpoint, read_weights
-from fewshot.training.finetune import run_finetuning
 from fewshot.training.optim import build_optimizer
-from fewshot.training.pretrain import run_pretraining
+from fewshot.training.run import run
 from fewshot.training.tasks import BatchOrder
 from tests.conftest import StopAfter
 
@@ -53,7 +53,7 @@ def test_frozen_finetuning_leaves_the_backbone_unchanged(
     tiny_builtin: Path, tmp_path: Path, torchvision_checkpoint: Path
 ) -> None:
     config = _finetune_config(tiny_builtin, backbone=torchvision_checkpoint, freeze=True, **{"train.epochs": 2})
-    result = run_finetuning(config, tmp_path)
+    result = run(config, tmp_path)
     given = {k: v for k, v in read_weights(torchvision_checkpoint).items() if not k.startswith("fc.")}
     state = load_checkpoint(tmp_path / "last.pt")
     trained = _backbone_state(state["model"])
@@ -67,12 +67,12 @@ def test_frozen_finetuning_leaves_the_backbone_unchanged(
 def test_full_finetuning_changes_the_backbone_and_writes_office_predictions(
     tiny_builtin: Path, tmp_path: Path, torchvision_checkpoint: Path
 ) -> None:
-    result = run_finetuning(_finetune_config(tiny_builtin, backbone=torchvision_checkpoint), tmp_path)
+    result = run(_finetune_config(tiny_builtin, backbone=torchvision_checkpoint), tmp_path)
     given = read_weights(torchvision_checkpoint)
     trained = _backbone_state(load_checkpoint(tmp_path / "last.pt")["model"])
     assert not torch.equal(trained["conv1.weight"], given["conv1.weight"])
     assert not torch.equal(trained["layer4.2.conv3.weight"], given["layer4.2.conv3.weight"])
-    predictions = pd.read_csv(result.predictions, dtype=str)
+    predictions = pd.read_csv(result.outcome.predictions, dtype=str)
     val = pd.read_csv(tiny_builtin / "office" / "val.csv", dtype=str)
     assert list(predictions.columns) == ["id", "filename", "label"]
     assert predictions["id"].tolist() == val["id"].tolist()
@@ -118,8 +118,8 @@ def test_batch_order_splits_each_epoch_between_ranks_without_overlap() -> None:
 
 @pytest.mark.parametrize("method", ["byol", "supervised"])
 def test_pretraining_writes_a_backbone_that_finetuning_loads(tiny_builtin: Path, tmp_path: Path, method: str) -> None:
-    result = run_pretraining(_pretrain_config(tiny_builtin, method), tmp_path)
-    (backbone,) = result.files
+    result = run(_pretrain_config(tiny_builtin, method), tmp_path)
+    (backbone,) = result.outcome.files
     assert backbone == tmp_path / "backbone.pt"
     load_backbone(resnet50_backbone(), backbone)  # a plain torchvision ResNet-50 state dict, no fc
     assert "val_acc" in result.fit.history[-1] and result.score is not None
@@ -132,10 +132,10 @@ def test_pretraining_writes_a_backbone_that_finetuning_loads(tiny_builtin: Path,
 
 def test_an_interrupted_byol_run_resumes_to_the_same_weights(tiny_builtin: Path, tmp_path: Path) -> None:
     config = load_config(PretrainConfig, None, [*_overrides(tiny_builtin, "byol"), "train.epochs=2"])
-    whole = run_pretraining(config, tmp_path / "whole")
+    whole = run(config, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
-        run_pretraining(config, tmp_path / "resumed", reporter=StopAfter(1))
-    resumed = run_pretraining(config, tmp_path / "resumed")  # picks up last.pt of epoch 1
+        run(config, tmp_path / "resumed", reporter=StopAfter(1))
+    resumed = run(config, tmp_path / "resumed")  # picks up last.pt of epoch 1
     assert [h["epoch"] for h in resumed.fit.history] == [1, 2]
     a, b = (load_checkpoint(r.fit.last_checkpoint)["model"] for r in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, same views, same EMA target

@@ -1,21 +1,15 @@
-"""Typed configuration: one way in — a YAML file, then ``key.sub=value`` overrides from the command line.
+"""The typed configs: frozen pydantic models that reject unknown keys and validate every value.
 
-Configs are frozen pydantic models that reject unknown keys, so a typo (``train.lrr=0.1``) is an error naming
-the key and suggesting the closest one, never a silently ignored setting. Errors are :class:`ConfigError`.
+A typo (``train.lrr=0.1``) is an error naming the key, never a silently ignored setting; reading configs from
+YAML and ``key=value`` overrides is :mod:`fewshot.config.loading`'s work.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from fewshot.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -39,12 +33,19 @@ class Strict(BaseModel):
         return merged
 
 
-class EpisodeConfig(Strict):
-    """Shape of an episode: ``way`` classes, ``shot`` support and ``query`` query images per class."""
+class EpisodeSpec(Strict):
+    """The shape of an episode: ``way`` classes, ``shot`` support and ``query`` query images per class.
+
+    The one episode type of fewshot, validated once here: configs hold it (``train_episode``), samplers draw
+    it, testcase files are read as it.
+    """
 
     way: int = Field(5, ge=2)
     shot: int = Field(1, ge=1)
     query: int = Field(15, ge=1)
+
+    def __str__(self) -> str:
+        return f"{self.way}-way {self.shot}-shot {self.query}-query"
 
 
 class DataConfig(Strict):
@@ -190,7 +191,7 @@ class PretrainConfig(Strict):
     data: DataConfig = DataConfig(**_SMALL_IMAGES)
     byol: ByolConfig = ByolConfig()
     train: BatchTrainConfig = BatchTrainConfig(optim=OptimConfig(lr=3e-4, weight_decay=1e-6))
-    eval_episode: EpisodeConfig = EpisodeConfig()
+    eval_episode: EpisodeSpec = EpisodeSpec()
     seed: int = 0
     output_dir: Path | None = None
 
@@ -232,107 +233,17 @@ class ExperimentConfig(Strict):
     hallucination: HallucinationConfig = HallucinationConfig()
     afhn: AfhnConfig = AfhnConfig()
     train: TrainConfig = TrainConfig()
-    train_episode: EpisodeConfig = EpisodeConfig()
-    eval_episode: EpisodeConfig = EpisodeConfig()
+    train_episode: EpisodeSpec = EpisodeSpec()
+    eval_episode: EpisodeSpec = EpisodeSpec()
     seed: int = 0
     output_dir: Path | None = None  # default: ./results/<run name>
 
 
 # Every config a training run is built from: each has ``train`` (epochs, optimiser, schedule...) and ``seed``.
 TrainedConfig = ExperimentConfig | PretrainConfig | FinetuneConfig
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def load_config(model: type[M], path: Path | str | None = None, overrides: Sequence[str] = ()) -> M:
-    """Build a ``model`` from an optional YAML file, then apply ``key.sub=value`` overrides in order."""
-    data = read_yaml(Path(path)) if path is not None else {}
-    for override in overrides:
-        keys, value = parse_override(override)
-        set_nested(data, keys, value, override)
-    return validate_config(model, data, str(path) if path is not None else "")
-
-
-def validate_config(model: type[M], data: dict[str, Any], source: str = "") -> M:
-    """Validate plain ``data`` (e.g. a config stored in a checkpoint) as a ``model``; ``source`` prefixes errors."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        prefix = f"{source}: " if source else ""
-        raise ConfigError(prefix + "; ".join(_describe(model, e) for e in err.errors())) from None
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=1e-3"`` -> ``(["train", "lr"], 0.001)``; the value is parsed as YAML (numbers, lists...)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw  # an unparsable value stays a string; validation decides whether that is fine
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)  # YAML 1.1 reads "1e-3" as a string
-    return key.strip().split("."), value
-
-
-def config_dict(config: BaseModel) -> dict[str, Any]:
-    """A config as plain YAML/JSON-able data (paths become strings)."""
-    return config.model_dump(mode="json")
-
-
-def to_yaml(config: BaseModel) -> str:
-    """A config as YAML that :func:`load_config` reads back to an equal config."""
-    return yaml.safe_dump(config_dict(config), sort_keys=False)
-
-
-def flatten(config: BaseModel) -> dict[str, Any]:
-    """``{"train.lr": 0.001, ...}``: dotted keys for logging a config as MLflow params."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, sub)
-        else:
-            out[prefix] = value
-
-    walk("", config_dict(config))
-    return out
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML file's top-level mapping; a missing file or bad YAML is a :class:`ConfigError` naming it."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line, whatever YAML said
-        raise ConfigError(f"{path}:{where} is not valid YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
-    return data
-
-
-def set_nested(data: dict[str, Any], keys: list[str], value: Any, override: str) -> None:
-    """``data[k1][k2]... = value``; ``override`` names the setting in errors."""
-    for key in keys[:-1]:
-        node = data.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {key!r} is a value, not a section")
-        data = node
-    data[keys[-1]] = value
-
-
-def one_line(text: str) -> str:
-    """``text`` with control characters (a newline in a key) escaped, so an error message stays one line."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+TRAINED_CONFIGS: dict[str, type[TrainedConfig]] = {
+    kind.__name__: kind for kind in (ExperimentConfig, PretrainConfig, FinetuneConfig)
+}
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -342,22 +253,3 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         both = isinstance(value, dict) and isinstance(out.get(key), dict)
         out[key] = _merge(out[key], value) if both else value
     return out
-
-
-def _describe(model: type[BaseModel], error: Any) -> str:
-    key = one_line(".".join(str(part) for part in error["loc"]))
-    if error["type"] == "extra_forbidden":
-        known = _keys_at(model, error["loc"][:-1])
-        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
-        return f"unknown key {key!r}{hint}"
-    return f"{key}: {error['msg']} (got {error['input']!r})"
-
-
-def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    for part in loc:
-        annotation = model.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)

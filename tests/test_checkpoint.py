@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot.config import ExperimentConfig, load_config
-from fewshot.training import checkpoint as checkpoint_module
-from fewshot.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fewshot.training.experiment import run_experiment
+from fewshot.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
+from fewshot import checkpoint as checkpoint_module
+from fewshot.training.run import run
 from tests.conftest import tiny_overrides
 
 STATE = {"epoch": 1, "model": {"w": torch.ones(3)}, "config": {}}
@@ -58,7 +59,7 @@ def test_a_checkpoint_holding_arbitrary_objects_is_refused(tmp_path: Path, capsy
 
 def _run(root: Path, out: Path, seed: int):
     config = load_config(ExperimentConfig, None, tiny_overrides(root, seed=seed))
-    return run_experiment(config, out)
+    return run(config, out)
 
 
 def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path, tmp_path: Path) -> None:
@@ -66,6 +67,6 @@ def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path,
     assert first.fit.history == [{**h, "episodes_per_s": g["episodes_per_s"]}
                                  for h, g in zip(second.fit.history, first.fit.history, strict=True)]  # fmt: skip
     assert first.score.mean == second.score.mean and first.score.ci95 == second.score.ci95
-    assert first.predictions.read_bytes() == second.predictions.read_bytes()  # same episodes, same answers
+    assert first.outcome.predictions.read_bytes() == second.outcome.predictions.read_bytes()  # same episodes, same answers
     other = _run(tiny_builtin, tmp_path / "c", 4)
     assert [h["loss"] for h in other.fit.history] != [h["loss"] for h in first.fit.history]

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 
 from fewshot.atomic import atomic_path
-from fewshot.config import config_dict
-from fewshot.errors import ConfigError, FewshotError
+from fewshot.errors import FewshotError
 
 
 class CheckpointError(FewshotError):
@@ -51,18 +49,4 @@ def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[s
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({str(err).splitlines()[0]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dict of weights")
-    return state
-
-
-def resumable(config: BaseModel, run_dir: Path) -> dict[str, Any] | None:
-    """``run_dir``'s ``last.pt`` if it was written by a run of ``config`` (to resume), None if there is none; a
-    run of another config there is a :class:`ConfigError` (it would be overwritten)."""
-    last = Path(run_dir) / "last.pt"
-    if not last.is_file():
-        return None
-    state = load_checkpoint(last)
-    if state["config"] != config_dict(config):
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config; choose another output_dir or delete {last} to restart"
-        )
     return state

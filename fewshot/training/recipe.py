@@ -1,0 +1,53 @@
+"""What a kind of run supplies to :func:`fewshot.training.run.run`: a :class:`Recipe` builds the model and the
+task it trains on, and says how to score the best checkpoint and what to write beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import torch
+
+from fewshot.config.schema import TrainedConfig
+from fewshot.data.predictions import Score
+from fewshot.data.splits import BankLoader
+from fewshot.methods.base import TrainedModule
+from fewshot.training.loop import FitResult, Placement, Task
+
+C = TypeVar("C", bound=TrainedConfig, contravariant=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The best checkpoint's final score and the files written for it (rank 0)."""
+
+    score: Score
+    predictions: Path  # the course's (or Office-Home's) predictions CSV
+    files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (a pre-trained backbone)
+    baseline: Score | None = None  # a training-free floor on the same episodes (few-shot: nearest mean colour)
+
+
+@dataclass(frozen=True)
+class Built:
+    """A run's model and task, and ``finish(run_dir, device)``: score the model — the best checkpoint's weights
+    loaded — and write the outputs."""
+
+    model: TrainedModule
+    task: Task
+    finish: Callable[[Path, torch.device], Outcome]
+
+
+class Recipe(Protocol[C]):
+    def __call__(self, config: C, load: BankLoader, placement: Placement) -> Built: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    fit: FitResult
+    outcome: Outcome | None = None  # None on ranks other than 0
+
+    @property
+    def score(self) -> Score | None:
+        return self.outcome.score if self.outcome is not None else None
