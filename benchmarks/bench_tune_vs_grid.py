@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
 
 from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.tune import Study, new_study, run_study
+from fewshot.orchestration.study import Study, new_study
+from fewshot.orchestration.tune import run_study
 from fewshot.runtime import tune_allocator
 from fewshot.search import load_space
-from fewshot.tracking.runs import Tracker
+from fewshot.tracking.runs import Tracker, default_tracking_uri
 from fewshot.tracking.studies import trial_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tune_allocator()
-    os.environ["FEWSHOT_RESULTS"] = str(args.results.resolve())
-    tracker = Tracker()
+    tracker = Tracker(default_tracking_uri(args.results.resolve()))
     base = ExperimentConfig()
     space = load_space(args.space, base)
     rows = []
@@ -79,8 +78,9 @@ def main() -> None:
 
 def _minutes(study: Study) -> float:
     """Wall time of a finished study, from its MLflow parent run."""
-    info = Tracker(study.tracking_uri).client.get_run(study.parent_run_id).info
-    return (info.end_time - info.start_time) / 60_000
+    run = Tracker(study.tracking_uri).get(study.parent_run_id)
+    assert run.end_time is not None, f"study {study.name} has not ended"
+    return (run.end_time - run.start_time) / 60_000
 
 
 if __name__ == "__main__":

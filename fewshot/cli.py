@@ -1,29 +1,161 @@
-"""What every job entry point shares: ``--config`` plus ``key=value`` overrides, logging, and user errors
-reported as one line (``error: ...``, exit status 2) instead of a traceback."""
+"""The jobs' command line: every flag defined once, the quick defaults of the built-in data, and what a job
+prints. User mistakes end as one line (``error: ...``, exit status 2) instead of a traceback.
+
+Where runs go is decided here, once, and passed on explicitly: ``--results`` (else ``$FEWSHOT_RESULTS``, else
+``./results``) holds run folders and the local MLflow store; ``--tracking-uri`` (else ``$MLFLOW_TRACKING_URI``,
+else ``sqlite:///<results>/mlflow.db``) is the MLflow store.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
-from fewshot.config.loading import parse_override
+from fewshot.config.loading import load_config, parse_override
+from fewshot.config.schema import ExperimentConfig, PretrainConfig
+from fewshot.data.splits import check_splits
 from fewshot.errors import FewshotError
+from fewshot.orchestration.sweep import Sweep, run_sweep
+from fewshot.orchestration.transfer import pretrain_backbone
 from fewshot.runtime import tune_allocator
+from fewshot.tracking.runs import Tracker, absolute_uri, default_tracking_uri
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+# Defaults that keep a sweep to minutes on a laptop CPU; flags and overrides raise them for real runs.
+QUICK = ["train.epochs=5", "train.episodes_per_epoch=60", "train.val_episodes=100", "train.log_every=30"]
+# Pre-training and fine-tuning defaults that finish on a laptop CPU (ResNet-50 at 64 px, short schedules);
+# real runs raise them: data.image_size=84 / 128, train.epochs=..., train.batch_size=256, --workers N on GPUs.
+PRETRAIN_QUICK = ["train.epochs=6", "train.val_episodes=50", "train.log_every=20"]
+FINETUNE_QUICK = ["train.epochs=10", "train.log_every=10"]
 
-def job_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with ``--config FILE`` and trailing ``key.sub=value`` overrides."""
+
+@dataclass(frozen=True)
+class Stores:
+    """Where a job's runs go: the results folder and the MLflow tracking URI."""
+
+    results: Path
+    tracking_uri: str
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri)
+
+
+def job_parser(description: str, overrides: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with ``-q``, and ``--config FILE`` with trailing ``key.sub=value`` overrides."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", metavar="FILE", help="YAML config; overrides below are applied after it")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=1e-3")
+    if overrides:
+        parser.add_argument("--config", metavar="FILE", help="YAML config; overrides below are applied after it")
+        parser.add_argument(
+            "overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=1e-3"
+        )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return parser
+
+
+def add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """``--results`` and ``--tracking-uri``: where runs are kept (see :func:`stores`)."""
+    parser.add_argument("--results", type=Path, help="folder for runs and the local MLflow store (default: "
+                        "$FEWSHOT_RESULTS or ./results)")  # fmt: skip
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                        "sqlite:///<results>/mlflow.db)")  # fmt: skip
+
+
+def stores(args: argparse.Namespace) -> Stores:
+    """The results folder and tracking URI the flags (or their environment defaults) name, made absolute."""
+    results = (args.results or Path(os.environ.get("FEWSHOT_RESULTS", "results"))).expanduser().resolve()
+    uri = absolute_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri(results)
+    return Stores(results, uri)
+
+
+def add_data_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", type=Path, help="dataset root (default: the built-in dataset)")
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def add_workers_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per run (data parallel)")
+
+
+def sweep_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every sweep shares; each of ``--data-root``... is a shortcut for a config override."""
+    parser = job_parser(description)
+    add_data_flag(parser)
+    parser.add_argument("--epochs", type=int, help="training epochs per run")
+    parser.add_argument("--episodes", type=int, help="training episodes per epoch")
+    parser.add_argument("--train-way", type=int, help="classes per training episode")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (table: mean ± std)")
+    add_workers_flag(parser)
+    add_store_flags(parser)
+    return parser
+
+
+def transfer_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of the pre-training and fine-tuning jobs."""
+    parser = job_parser(description)
+    add_data_flag(parser)
+    parser.add_argument("--epochs", type=int, help="training epochs")
+    parser.add_argument("--batch-size", type=int, help="global mini-batch size (split between workers)")
+    parser.add_argument("--image-size", type=int, help="image side in pixels (images are resized to it)")
+    add_workers_flag(parser)
+    add_store_flags(parser)
+    return parser
+
+
+def sweep_config(args: argparse.Namespace, extra: Iterable[str] = ()) -> ExperimentConfig:
+    """Quick defaults, then the sweep's own settings, the --config file, the flags, the overrides."""
+    flags = {"data.root": args.data_root, "train.epochs": args.epochs,
+             "train.episodes_per_epoch": args.episodes, "train_episode.way": args.train_way}  # fmt: skip
+    overrides = [*QUICK, *extra, *_as_overrides(flags), *args.overrides]
+    return load_config(ExperimentConfig, args.config, overrides)
+
+
+def transfer_flags(args: argparse.Namespace, prefix: str = "") -> list[str]:
+    """The shared flags as overrides (``prefix`` selects the ``--pretrain-*`` variants of the settings job)."""
+    flags = {"data.root": args.data_root,
+             "train.epochs": getattr(args, f"{prefix}epochs"),
+             "train.batch_size": args.batch_size,
+             "data.image_size": getattr(args, f"{prefix}image_size")}  # fmt: skip
+    return _as_overrides(flags)
+
+
+def sweep_job(make_sweep: Callable[[ExperimentConfig], Sweep]) -> Callable[[argparse.Namespace], None]:
+    """A sweep job's ``main``: build the sweep from the flags, run every seed of it, print its table."""
+
+    def main(args: argparse.Namespace) -> None:
+        where = stores(args)
+        sweep = make_sweep(sweep_config(args)).seeded(args.seeds)
+        comparison = run_sweep(sweep, where.tracker(), where.results, args.workers)
+        print(comparison.to_markdown())
+        print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")
+
+    return main
+
+
+def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
+    """A pre-training job's ``main``: pre-train a backbone with ``method``, print where its ``backbone.pt`` is."""
+
+    def main(args: argparse.Namespace) -> None:
+        where = stores(args)
+        overrides = [f"method={method}", *PRETRAIN_QUICK, *transfer_flags(args), *args.overrides]
+        config = load_config(PretrainConfig, args.config, overrides)
+        check_splits(config.data)
+        backbone = pretrain_backbone(config, where.tracker(), where.results, num_workers=args.workers)
+        print(f"{method} backbone: {backbone}  (MLflow store: {where.tracking_uri})")
+        kind = "ssl" if method == "byol" else "supervised"
+        print(f"fine-tune it: python jobs/finetune_office.py --{kind} {backbone}")
+
+    return main
 
 
 def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> NoReturn:
@@ -46,34 +178,10 @@ def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.Argumen
     sys.exit(0)
 
 
-def sweep_parser(description: str) -> argparse.ArgumentParser:
-    """:func:`job_parser` plus the flags every sweep shares; each flag is a shortcut for a config override."""
-    parser = job_parser(description)
-    parser.add_argument("--data-root", help="dataset root (default: the built-in dataset)")
-    parser.add_argument("--epochs", type=int, help="training epochs per run")
-    parser.add_argument("--episodes", type=int, help="training episodes per epoch")
-    parser.add_argument("--train-way", type=int, help="classes per training episode")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (table: mean ± std)")
-    add_run_flags(parser)
-    return parser
-
-
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """``--workers``, ``--tracking-uri`` and ``--results``: how many Ray Train workers, where runs are kept."""
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per run (data parallel)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                        "sqlite:///<results>/mlflow.db)")  # fmt: skip
-    parser.add_argument("--results", help="folder for run outputs and the local MLflow store (default: "
-                        "$FEWSHOT_RESULTS or ./results)")  # fmt: skip
-
-
-def flag_overrides(args: argparse.Namespace) -> list[str]:
-    """The sweep flags as ``key=value`` overrides, applied before the explicit ones."""
-    flags = {"data.root": args.data_root, "train.epochs": args.epochs,
-             "train.episodes_per_epoch": args.episodes, "train_episode.way": args.train_way}  # fmt: skip
-    return [f"{key}={value}" for key, value in flags.items() if value is not None]
-
-
 def parse_override_map(overrides: list[str]) -> dict[str, Any]:
     """``["train.lr=1e-3", ...]`` -> ``{"train.lr": 0.001, ...}`` (later overrides win)."""
     return {".".join(keys): value for keys, value in map(parse_override, overrides)}
+
+
+def _as_overrides(flags: dict[str, Any]) -> list[str]:
+    return [f"{key}={value}" for key, value in flags.items() if value is not None]

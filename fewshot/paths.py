@@ -13,24 +13,16 @@ def cache_root() -> Path:
     return (base / "fewshot").resolve()
 
 
-def results_root() -> Path:
-    """Where runs and the MLflow store go: ``$FEWSHOT_RESULTS`` if set, else ``./results``, made absolute.
-
-    Absolute because Ray jobs and trials run in other working directories.
-    """
-    return Path(os.environ.get("FEWSHOT_RESULTS", "results")).expanduser().resolve()
-
-
-def ray_storage(local: Path) -> str:
-    """Where Ray Train and Tune keep the checkpoints and state of what runs in ``local`` (a folder under the
-    results root): below ``$FEWSHOT_STORAGE`` when it is set — cloud storage (``s3://bucket/ray``) or a shared
+def ray_storage(local: Path, results: Path) -> str:
+    """Where Ray Train and Tune keep the checkpoints and state of what runs in ``local`` (a folder under
+    ``results``): below ``$FEWSHOT_STORAGE`` when it is set — cloud storage (``s3://bucket/ray``) or a shared
     file system, which a multi-node cluster needs, since any node may restore a run — else ``local`` itself."""
     base = os.environ.get("FEWSHOT_STORAGE")
     if not base:
         return str(local)
     local = Path(local).resolve()
     try:
-        relative = local.relative_to(results_root()).as_posix()
+        relative = local.relative_to(Path(results).resolve()).as_posix()
     except ValueError:  # outside the results root: keep the last two parts, enough to tell runs apart
         relative = "/".join(local.parts[-2:])
     return f"{base.rstrip('/')}/{relative}"

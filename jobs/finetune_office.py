@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import run_job
+from fewshot.cli import FINETUNE_QUICK, PRETRAIN_QUICK, run_job, stores, transfer_flags, transfer_parser
 from fewshot.config.loading import load_config
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
-from fewshot.orchestration.jobs import FINETUNE_QUICK, PRETRAIN_QUICK, results_folder, transfer_flags, transfer_parser
 from fewshot.orchestration.transfer import OfficeStudy, run_office
-from fewshot.tracking.runs import Tracker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    results = results_folder(args)
+    where = stores(args)
     ours = [o for o in args.overrides if not o.startswith("pretrain.")]
     theirs = [o.removeprefix("pretrain.") for o in args.overrides if o.startswith("pretrain.")]
     finetune = load_config(FinetuneConfig, args.config, [*FINETUNE_QUICK, *transfer_flags(args), *ours])
@@ -61,10 +59,9 @@ def main(args: argparse.Namespace) -> None:
     study = OfficeStudy(
         finetune, backbone(args.supervised, "supervised"), backbone(args.ssl, "byol"), args.settings.upper()
     )
-    tracker = Tracker(args.tracking_uri)
-    comparison = run_office(study, tracker, results, args.workers)
+    comparison = run_office(study, where.tracker(), where.results, args.workers)
     print(comparison.to_markdown())
-    print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {tracker.uri})")
+    print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")
 
 
 if __name__ == "__main__":

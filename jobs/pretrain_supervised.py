@@ -10,15 +10,7 @@ Writes results/pretrain/supervised-<config hash>/backbone.pt, the backbone setti
 
 from __future__ import annotations
 
-import argparse
-
-from fewshot.cli import run_job
-from fewshot.orchestration.jobs import launch_pretraining, transfer_parser
-
-
-def main(args: argparse.Namespace) -> None:
-    launch_pretraining(args, "supervised")
-
+from fewshot.cli import pretraining_job, run_job, transfer_parser
 
 if __name__ == "__main__":
-    run_job(main, transfer_parser(__doc__.splitlines()[0]))
+    run_job(pretraining_job("supervised"), transfer_parser(__doc__.splitlines()[0]))

@@ -9,51 +9,42 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import run_job
+from fewshot.cli import add_store_flags, job_parser, run_job, stores
 from fewshot.errors import FewshotError
-from fewshot.tracking.runs import Tracker
-from fewshot.tracking.tables import compare, gather_runs, publish
+from fewshot.tracking.runs import RunRecord, Tracker
+from fewshot.tracking.tables import GROUP_TAG, compare, gather_runs, publish
 
 
 def main(args: argparse.Namespace) -> None:
-    tracker = Tracker(args.tracking_uri)
-    parent = args.run or _latest_sweep(tracker, args.study)
-    run = tracker.client.get_run(parent)
-    by = args.by or run.data.tags.get("by")
+    where = stores(args)
+    tracker = where.tracker()
+    run = tracker.get(args.run) if args.run else _latest_sweep(tracker, args.study)
+    by = args.by or run.tags.get(GROUP_TAG)
     if not by:
-        raise FewshotError(f"run {parent} is not a sweep parent (no 'by' tag); pass --by TAG")
-    table = compare(gather_runs(tracker, parent), by)
+        raise FewshotError(f"run {run.run_id} is not a sweep parent (no {GROUP_TAG!r} tag); pass --by TAG")
+    table = compare(gather_runs(tracker, run.run_id), by)
     if table.empty:
-        raise FewshotError(f"sweep {parent} has no finished runs with a val_acc metric")
-    out = Path(args.out or run.data.tags.get("results_dir") or f"results/{args.study}/report").resolve()
-    comparison = publish(tracker, parent, table, by, run.info.run_name or args.study, out)
+        raise FewshotError(f"sweep {run.run_id} has no finished runs with a val_acc metric")
+    out = (args.out or Path(run.tags.get("results_dir") or where.results / args.study / "report")).resolve()
+    comparison = publish(tracker, run.run_id, table, by, run.name or args.study, out)
     print(comparison.to_markdown())
-    print(f"written to {out} and logged on run {parent}")
+    print(f"written to {out} and logged on run {run.run_id}")
 
 
-def _latest_sweep(tracker: Tracker, study: str) -> str:
-    experiment = tracker.client.get_experiment_by_name(study)
-    if experiment is None:
-        raise FewshotError(f"no MLflow experiment {study!r} in {tracker.uri}")
-    runs = tracker.client.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.by != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise FewshotError(f"experiment {study!r} in {tracker.uri} has no sweep runs")
-    return runs[0].info.run_id
+def _latest_sweep(tracker: Tracker, study: str) -> RunRecord:
+    run = tracker.latest(study, GROUP_TAG)
+    if run is None:
+        raise FewshotError(f"no sweep runs in MLflow experiment {study!r} of {tracker.uri}")
+    return run
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = job_parser(__doc__.splitlines()[0], overrides=False)
     p.add_argument("--study", default="distance", help="MLflow experiment (distance, shots, ...)")
     p.add_argument("--run", help="parent run id (default: the latest sweep of the study)")
     p.add_argument("--by", help="tag to group by (default: the sweep's own)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./results/mlflow.db)")
-    p.add_argument("--out", help="folder for the table and plot (default: the sweep's results folder)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--out", type=Path, help="folder for the table and plot (default: the sweep's results folder)")
+    add_store_flags(p)
     return p
 
 

@@ -8,11 +8,8 @@ Each distance is a child run of one MLflow parent run (experiment ``distance``);
 
 from __future__ import annotations
 
-import argparse
-
-from fewshot.cli import run_job, sweep_parser
+from fewshot.cli import run_job, sweep_job, sweep_parser
 from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.jobs import launch
 from fewshot.orchestration.sweep import Sweep, Variant
 
 DISTANCES = ("euclidean", "cosine", "relation", "transformed")
@@ -25,14 +22,9 @@ def make_sweep(base: ExperimentConfig) -> Sweep:
         for d in DISTANCES
     ]
     spec = base.eval_episode
-    return Sweep(
-        "distance", "distance-sweep", "distance", f"{spec.way}-way {spec.shot}-shot accuracy by distance", variants
-    )
-
-
-def main(args: argparse.Namespace) -> None:
-    launch(args, make_sweep)
+    title = f"{spec.way}-way {spec.shot}-shot accuracy by distance"
+    return Sweep(study="distance", name="distance-sweep", group_by="distance", title=title, variants=variants)
 
 
 if __name__ == "__main__":
-    run_job(main, sweep_parser(__doc__.splitlines()[0]))
+    run_job(sweep_job(make_sweep), sweep_parser(__doc__.splitlines()[0]))

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from fewshot.cli import run_job, sweep_parser
+from fewshot.cli import run_job, sweep_job, sweep_parser
 from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.jobs import launch
 from fewshot.orchestration.sweep import Sweep, Variant
 
 MS = (10, 50, 100)
@@ -32,21 +31,21 @@ def m_sweep(base: ExperimentConfig) -> Sweep:
     variants = [Variant(f"M={m}", with_m(base, m), {"m": str(m)}) for m in MS]
     spec = base.eval_episode
     title = f"{spec.way}-way {spec.shot}-shot accuracy by hallucinated features per support (M)"
-    return Sweep("hallucination-m", "m-sweep", "m", title, variants)
+    return Sweep(study="hallucination-m", name="m-sweep", group_by="m", title=title, variants=variants)
 
 
 def method_sweep(base: ExperimentConfig) -> Sweep:
     variants = [Variant(name, base.model_copy(update={"method": name}), {"method": name}) for name in METHODS]
     spec = base.eval_episode
-    return Sweep("methods", "method-comparison", "method", f"{spec.way}-way {spec.shot}-shot accuracy by method",
-                 variants)  # fmt: skip
+    title = f"{spec.way}-way {spec.shot}-shot accuracy by method"
+    return Sweep(study="methods", name="method-comparison", group_by="method", title=title, variants=variants)
 
 
 def main(args: argparse.Namespace) -> None:
     if args.part in ("m", "all"):
-        launch(args, m_sweep)
+        sweep_job(m_sweep)(args)
     if args.part in ("methods", "all"):
-        launch(args, method_sweep)
+        sweep_job(method_sweep)(args)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,11 +8,8 @@ Each K is a child run of one MLflow parent run (experiment ``shots``); the paren
 
 from __future__ import annotations
 
-import argparse
-
-from fewshot.cli import run_job, sweep_parser
+from fewshot.cli import run_job, sweep_job, sweep_parser
 from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.jobs import launch
 from fewshot.orchestration.sweep import Sweep, Variant
 
 SHOTS = (1, 5, 10)
@@ -30,12 +27,8 @@ def with_shot(base: ExperimentConfig, shot: int) -> ExperimentConfig:
 def make_sweep(base: ExperimentConfig) -> Sweep:
     variants = [Variant(f"{k}-shot", with_shot(base, k), {"shot": str(k)}) for k in SHOTS]
     title = f"{base.eval_episode.way}-way accuracy by shot (train shot = test shot)"
-    return Sweep("shots", "shot-sweep", "shot", title, variants)
-
-
-def main(args: argparse.Namespace) -> None:
-    launch(args, make_sweep)
+    return Sweep(study="shots", name="shot-sweep", group_by="shot", title=title, variants=variants)
 
 
 if __name__ == "__main__":
-    run_job(main, sweep_parser(__doc__.splitlines()[0]))
+    run_job(sweep_job(make_sweep), sweep_parser(__doc__.splitlines()[0]))

@@ -14,16 +14,23 @@ trials table, ``best-config.yaml`` (for ``--config`` of a sweep or ``jobs/train.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from fewshot.cli import EXIT_INTERRUPTED, job_parser, parse_override_map, run_job
+from fewshot.cli import (
+    EXIT_INTERRUPTED,
+    add_data_flag,
+    add_store_flags,
+    job_parser,
+    parse_override_map,
+    run_job,
+    stores,
+)
 from fewshot.config.loading import load_config
 from fewshot.errors import ConfigError
-from fewshot.orchestration.tune import Study, latest_study, new_study, run_study
+from fewshot.orchestration.study import Study, latest_study, new_study
+from fewshot.orchestration.tune import run_study
 from fewshot.search import check_space, config_type, load_space
-from fewshot.tracking.runs import Tracker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,21 +42,18 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-trial", type=int, help="CPUs per trial (default: 1)")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="DIR",
                         help="continue an interrupted study (default: the latest one)")  # fmt: skip
-    parser.add_argument("--data-root", help="dataset root (default: the built-in dataset)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<results>/mlflow.db)")
-    parser.add_argument("--results", help="folder for studies and the local MLflow store (default: ./results)")
+    add_data_flag(parser)
+    add_store_flags(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.results:
-        os.environ["FEWSHOT_RESULTS"] = str(Path(args.results).expanduser().resolve())
-    results = Path(os.environ.get("FEWSHOT_RESULTS", "results")).expanduser().resolve()
+    where = stores(args)
     if args.resume:
         if args.space or args.overrides or args.samples or args.grid:
             raise ConfigError("--resume continues a study as it was started: give no --space, --samples, --grid "
                               "or overrides with it")  # fmt: skip
-        folder = latest_study(results) if args.resume == "latest" else Path(args.resume).expanduser().resolve()
+        folder = latest_study(where.results) if args.resume == "latest" else Path(args.resume).expanduser().resolve()
         study, resume = Study.load(folder), True
     else:
         if args.space is None:
@@ -61,8 +65,7 @@ def main(args: argparse.Namespace) -> None:
         base = load_config(config_type(space.method), args.config)
         check_space(space, args.space, base)
         space = space.model_copy(update={"fixed": {**space.fixed, **parse_override_map(overrides)}})
-        tracker = Tracker(args.tracking_uri)
-        study = new_study(args.space.resolve(), space, base, tracker, results, args.samples, args.grid,
+        study = new_study(args.space.resolve(), space, base, where.tracker(), where.results, args.samples, args.grid,
                           args.gpus_per_trial, args.cpus_per_trial)  # fmt: skip
         resume = False
     print(f"study {study.name}: {study.folder}  (MLflow: {study.tracking_uri}, experiment {study.experiment})")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fewshot import checkpoint as checkpoint_module
 from fewshot.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig
-from fewshot import checkpoint as checkpoint_module
 from fewshot.training.run import run
 from tests.conftest import tiny_overrides
 
@@ -67,6 +67,8 @@ def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path,
     assert first.fit.history == [{**h, "episodes_per_s": g["episodes_per_s"]}
                                  for h, g in zip(second.fit.history, first.fit.history, strict=True)]  # fmt: skip
     assert first.score.mean == second.score.mean and first.score.ci95 == second.score.ci95
-    assert first.outcome.predictions.read_bytes() == second.outcome.predictions.read_bytes()  # same episodes, same answers
+    assert (
+        first.outcome.predictions.read_bytes() == second.outcome.predictions.read_bytes()
+    )  # same episodes, same answers
     other = _run(tiny_builtin, tmp_path / "c", 4)
     assert [h["loss"] for h in other.fit.history] != [h["loss"] for h in first.fit.history]

@@ -93,9 +93,8 @@ def test_flatten_gives_dotted_keys() -> None:
 def test_ray_storage_is_local_unless_a_shared_storage_is_named(monkeypatch, tmp_path) -> None:
     from fewshot.paths import ray_storage
 
-    monkeypatch.setenv("FEWSHOT_RESULTS", str(tmp_path))
     monkeypatch.delenv("FEWSHOT_STORAGE", raising=False)
-    assert ray_storage(tmp_path / "tune" / "study") == str(tmp_path / "tune" / "study")
+    assert ray_storage(tmp_path / "tune" / "study", tmp_path) == str(tmp_path / "tune" / "study")
     monkeypatch.setenv("FEWSHOT_STORAGE", "s3://bucket/ray/")
-    assert ray_storage(tmp_path / "tune" / "study") == "s3://bucket/ray/tune/study"
-    assert ray_storage(Path("/elsewhere/sweep/ray")) == "s3://bucket/ray/sweep/ray"
+    assert ray_storage(tmp_path / "tune" / "study", tmp_path) == "s3://bucket/ray/tune/study"
+    assert ray_storage(Path("/elsewhere/sweep/ray"), tmp_path) == "s3://bucket/ray/sweep/ray"

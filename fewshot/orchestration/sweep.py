@@ -13,19 +13,20 @@ import re
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
 
 from fewshot.atomic import write_text_atomic
 from fewshot.config.loading import flatten
-from fewshot.config.schema import TrainedConfig
+from fewshot.config.schema import ExperimentConfig, TrainedConfig
+from fewshot.data.splits import check_splits
 from fewshot.errors import FewshotError
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.paths import ray_storage
 from fewshot.tracking.runs import PARENT_TAG, Tracker
-from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
+from fewshot.tracking.tables import GROUP_TAG, Comparison, compare, gather_runs, publish
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,30 @@ class Variant:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sweep:
-    study: str  # MLflow experiment
-    name: str  # parent run name
-    by: str  # the tag the comparison table groups by
+    """Variants compared in one table: the MLflow experiment (``study``) and parent run (``name``) they are
+    tracked in, and the tag (``group_by``) whose values are the table's rows."""
+
+    study: str
+    name: str
+    group_by: str
     title: str
     variants: Sequence[Variant]
+
+    def seeded(self, seeds: int) -> Sweep:
+        """Each variant once per seed ``0..seeds-1`` (named ``<name>/seed<k>`` when there are several)."""
+        variants = [
+            Variant(f"{v.name}/seed{seed}" if seeds > 1 else v.name, v.config.model_copy(update={"seed": seed}), v.tags)
+            for v in self.variants
+            for seed in range(seeds)
+        ]
+        return replace(self, variants=variants)
+
+    def check_data(self) -> None:
+        """Read and check each dataset the variants train on (one line for a mistake, before Ray starts)."""
+        for config in {variant.config.data: variant.config for variant in self.variants}.values():
+            check_splits(config.data, config.train_episode if isinstance(config, ExperimentConfig) else None)
 
 
 def connect_ray() -> None:
@@ -71,34 +89,47 @@ def _free_port() -> int:
 
 
 def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:
-    """Train every variant in turn; returns the comparison table (also logged on the parent run)."""
+    """Train every variant in turn into ``results/<study>/``; returns the comparison table (also logged on the
+    parent run)."""
+    sweep.check_data()
     connect_ray()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     sweep_dir = results / sweep.study / f"{sweep.name}-{stamp}"
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    with tracker.run(sweep.study, sweep.name, tags={"sweep": sweep.name, "by": sweep.by}) as parent:
+    with tracker.run(sweep.study, sweep.name, tags={"sweep": sweep.name, GROUP_TAG: sweep.group_by}) as parent:
         tracker.set_tags(parent, {"results_dir": sweep_dir})
         for index, variant in enumerate(sweep.variants, 1):
             log.info("[%d/%d] %s", index, len(sweep.variants), variant.name)
             run_dir = sweep_dir / slug(variant.name)
-            run_variant(sweep.study, sweep.name, variant, tracker, parent, run_dir, num_workers, use_gpu)
-        table = compare(gather_runs(tracker, parent), sweep.by)
+            run_variant(variant, tracker, run_dir, results, study=sweep.study, prefix=sweep.name, parent=parent,
+                        num_workers=num_workers, use_gpu=use_gpu)  # fmt: skip
+        table = compare(gather_runs(tracker, parent), sweep.group_by)
         if table.empty:
             raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
-        return publish(tracker, parent, table, sweep.by, sweep.title, sweep_dir)
+        return publish(tracker, parent, table, sweep.group_by, sweep.title, sweep_dir)
 
 
 RUN_ID_FILE = "mlflow-run-id"  # in a run folder: the MLflow run its training logs into
 
 
 def run_variant(
-    study: str, prefix: str, variant: Variant, tracker: Tracker, parent: str | None, run_dir: Path,
-    num_workers: int = 1, use_gpu: bool = False, resume_run: str | None = None,
-) -> bool:  # fmt: skip
-    """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir``, tracked
-    as a run of MLflow experiment ``study`` (a child of ``parent`` if given), or in ``resume_run`` again when it
-    continues an interrupted training; returns whether it finished. A failure is logged and recorded on the run
-    (FAILED, with its error), not raised: one failed configuration must not lose the others."""
+    variant: Variant,
+    tracker: Tracker,
+    run_dir: Path,
+    results: Path,
+    *,
+    study: str,
+    prefix: str = "",
+    parent: str | None = None,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    resume_run: str | None = None,
+) -> bool:
+    """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir`` (below
+    ``results``), tracked as a run of MLflow experiment ``study`` (a child of ``parent`` if given), or in
+    ``resume_run`` again when it continues an interrupted training; returns whether it finished. A failure is
+    logged and recorded on the run (FAILED, with its error), not raised: one failed configuration must not lose
+    the others."""
     method = getattr(variant.config, "method", None)
     tags = {**({"method": method} if method else {}), "seed": variant.config.seed, **variant.tags}
     if resume_run is not None:
@@ -113,8 +144,8 @@ def run_variant(
         tracker.log_params(run_id, flatten(variant.config))
         attempt = time.strftime("%H%M%S") if resume_run is not None else ""  # a fresh Ray Train folder
         name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8], attempt) if part)
-        job = TrainJob(variant.config, name, run_dir,
-                       ray_storage(run_dir.parent / "ray"), tracker.uri, run_id, num_workers, use_gpu)  # fmt: skip
+        storage = ray_storage(run_dir.parent / "ray", results)
+        job = TrainJob(variant.config, name, run_dir, storage, tracker.uri, run_id, num_workers, use_gpu)
         run_training(job)
     except Exception as err:
         log.error("%s failed: %s", variant.name, err)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from mlflow.exceptions import MlflowException
 
 from fewshot.config.loading import config_dict, to_yaml
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
@@ -69,7 +68,9 @@ def pretrain_backbone(
     earlier = _interrupted_run(tracker, run_dir)
     if earlier is not None:
         log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
-    if not run_variant(study, "", variant, tracker, parent, run_dir, num_workers, use_gpu, earlier):
+    finished = run_variant(variant, tracker, run_dir, results, study=study, parent=parent, num_workers=num_workers,
+                           use_gpu=use_gpu, resume_run=earlier)  # fmt: skip
+    if not finished:
         raise FewshotError(f"{config.method} pre-training failed; its MLflow run's 'error' tag says why ({run_dir})")
     return backbone
 
@@ -81,11 +82,8 @@ def _interrupted_run(tracker: Tracker, run_dir: Path) -> str | None:
     if not (run_dir / "last.pt").is_file() or not path.is_file():
         return None
     run_id = path.read_text().strip()
-    try:
-        tracker.client.get_run(run_id)
-    except MlflowException:  # another store (MLFLOW_TRACKING_URI changed) or a deleted run: start a new one
-        return None
-    return run_id
+    # a run of another store (MLFLOW_TRACKING_URI changed) or a deleted run: start a new one
+    return run_id if tracker.exists(run_id) else None
 
 
 @dataclass(frozen=True)
@@ -137,8 +135,8 @@ def run_office(study: OfficeStudy, tracker: Tracker, results: Path, num_workers:
             tags = {"setting": setting, "pretraining": PRETRAINING[pretraining], "finetuning": FINETUNING[finetuning]}
             name = f"{setting}: {tags['pretraining']}, {tags['finetuning']}"
             log.info("[%d/%d] setting %s", index, len(study.settings), name)
-            run_variant(STUDY, "office", Variant(name, config, tags), tracker, parent, out / setting, num_workers,
-                        use_gpu)  # fmt: skip
+            run_variant(Variant(name, config, tags), tracker, out / setting, results, study=STUDY, prefix="office",
+                        parent=parent, num_workers=num_workers, use_gpu=use_gpu)  # fmt: skip
         describe = ("pretraining", "finetuning")
         table = compare(gather_runs(tracker, parent), "setting", describe)
         if table.empty:

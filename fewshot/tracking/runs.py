@@ -1,9 +1,10 @@
 """MLflow runs through the plain client, so the same code works in a driver, a Ray worker or a test.
 
-Conventions (see DESIGN.md): one experiment per study; a sweep is a parent run, each configuration a child
-run tagged with what distinguishes it and holding the resolved config as params. Every run ends FINISHED or
-FAILED (with the error as a tag), never left RUNNING. Tracking URIs are made absolute, since Ray jobs and
-trials change the working directory.
+The only package that talks to MLflow: others create, log to and query runs through :class:`Tracker`.
+Conventions: one experiment per study; a sweep is a parent run, each configuration a child run tagged with
+what distinguishes it and holding the resolved config as params. Every run ends FINISHED or FAILED (with the
+error as a tag), never left RUNNING. Tracking URIs are made absolute, since Ray jobs and trials change the
+working directory.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from fewshot.errors import FewshotError
-from fewshot.paths import results_root
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000
 
 
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<results root>/mlflow.db``."""
-    return absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{results_root() / 'mlflow.db'}")
+def default_tracking_uri(results: Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<results>/mlflow.db``."""
+    return absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(results) / 'mlflow.db'}")
 
 
 def absolute_uri(uri: str) -> str:
@@ -59,51 +60,67 @@ def git_sha() -> str:
     return out.stdout.strip() or "unknown"
 
 
-class Tracker:
-    """Creates experiments and runs in one MLflow store and logs to them by run id."""
+@dataclass(frozen=True)
+class RunRecord:
+    """What fewshot reads back of an MLflow run."""
 
-    def __init__(self, uri: str | None = None) -> None:
-        self.uri = absolute_uri(uri) if uri else default_tracking_uri()
-        self.client = MlflowClient(self.uri)
+    run_id: str
+    name: str
+    experiment: str  # its name
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each
+    start_time: int  # ms since the epoch
+    end_time: int | None
+
+
+class Tracker:
+    """Creates experiments and runs in one MLflow store, logs to them by run id, and reads them back."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = absolute_uri(uri)
+        self._client = MlflowClient(self.uri)
+        self._experiment_names: dict[str, str] = {}
 
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created on first use with an absolute artifact location."""
-        found = self.client.get_experiment_by_name(name)
+        found = self._client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+        return self._client.create_experiment(name, artifact_location=self._artifact_root(name))
 
     def start_run(self, study: str, name: str, parent: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
         """Create a RUNNING run in experiment ``study`` (a child of ``parent`` if given); returns its id."""
         all_tags = {"git_sha": git_sha(), **{k: str(v) for k, v in (tags or {}).items()}}
         if parent is not None:
             all_tags[PARENT_TAG] = parent
-        return self.client.create_run(self.experiment(study), tags=all_tags, run_name=name).info.run_id
+        return self._client.create_run(self.experiment(study), tags=all_tags, run_name=name).info.run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
-            self.client.log_batch(run_id, params=items[start : start + 100])
+            self._client.log_batch(run_id, params=items[start : start + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self._client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), folder)
+        self._client.log_artifact(run_id, str(path), folder)
 
     def finish(self, run_id: str, error: BaseException | None = None) -> None:
         """End a run: FINISHED, or FAILED with the error recorded (KILLED when interrupted or exited)."""
         if error is None:
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            self._client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
             return
         interrupted = isinstance(error, KeyboardInterrupt | SystemExit)  # Ray turns SIGINT into SystemExit
         status = RunStatus.KILLED if interrupted else RunStatus.FAILED
         self.set_tags(run_id, {"error": f"{type(error).__name__}: {error}"[:5000]})
-        self.client.set_terminated(run_id, RunStatus.to_string(status))
+        self._client.set_terminated(run_id, RunStatus.to_string(status))
 
     @contextmanager
     def run(
@@ -118,27 +135,64 @@ class Tracker:
             raise
         self.finish(run_id)
 
-    def children(self, parent: str) -> list[Any]:
+    def get(self, run_id: str) -> RunRecord:
+        return self._record(self._client.get_run(run_id))
+
+    def exists(self, run_id: str) -> bool:
+        """Whether this store holds run ``run_id`` (a run id from another store, or a deleted run, it does not)."""
+        try:
+            self._client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
+
+    def children(self, parent: str) -> list[RunRecord]:
         """The child runs of ``parent``, oldest first."""
-        experiment = self.client.get_run(parent).info.experiment_id
-        return list(
-            self.client.search_runs(
-                [experiment], filter_string=f"tags.{PARENT_TAG} = '{parent}'", order_by=["attributes.start_time ASC"]
-            )
+        experiment = self._client.get_run(parent).info.experiment_id
+        runs = self._client.search_runs(
+            [experiment], filter_string=f"tags.{PARENT_TAG} = '{parent}'", order_by=["attributes.start_time ASC"]
         )
+        return [self._record(run) for run in runs]
+
+    def latest(self, experiment: str, tag: str) -> RunRecord | None:
+        """The most recently started run of ``experiment`` that has ``tag`` (e.g. a sweep's parent run)."""
+        found = self._client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = self._client.search_runs(
+            [found.experiment_id], f"tags.{tag} != ''", order_by=["attributes.start_time DESC"], max_results=1
+        )
+        return self._record(runs[0]) if runs else None
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """``(step, value)`` of every value of metric ``key`` in the order they were logged."""
+        metrics = sorted(self._client.get_metric_history(run_id, key), key=lambda m: m.timestamp)
+        return [(m.step, m.value) for m in metrics]
+
+    def last_step(self, run_id: str, key: str = "loss") -> int:
+        """The last step (epoch) at which ``key`` was logged; 0 if it never was."""
+        return max((step for step, _ in self.history(run_id, key)), default=0)
 
     def find_child(self, parent: str, tag: str, value: str) -> str | None:
         """The id of ``parent``'s child run tagged ``tag=value`` (e.g. a Tune trial id), if there is one."""
         for run in self.children(parent):
-            if run.data.tags.get(tag) == value:
-                return run.info.run_id
+            if run.tags.get(tag) == value:
+                return run.run_id
         return None
 
     def reopen(self, run_id: str) -> None:
         """Mark an ended run RUNNING again: a resumed trial or study continues in its own run."""
-        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        if "error" in self.client.get_run(run_id).data.tags:
-            self.client.delete_tag(run_id, "error")
+        self._client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if "error" in self._client.get_run(run_id).data.tags:
+            self._client.delete_tag(run_id, "error")
+
+    def _record(self, run: Run) -> RunRecord:
+        info, data = run.info, run.data
+        if info.experiment_id not in self._experiment_names:
+            self._experiment_names[info.experiment_id] = self._client.get_experiment(info.experiment_id).name
+        experiment = self._experiment_names[info.experiment_id]
+        return RunRecord(info.run_id, info.run_name or "", experiment, info.status, dict(data.tags),
+                         dict(data.params), dict(data.metrics), info.start_time, info.end_time)  # fmt: skip
 
     def _artifact_root(self, name: str) -> str | None:
         if self.uri.startswith("sqlite:///"):
@@ -168,7 +222,7 @@ class MlflowReporter:
 
     def __init__(self, tracker: Tracker, run_id: str, patience: float = 600.0) -> None:
         self.tracker, self.run_id, self.patience = tracker, run_id, patience
-        self.logged = {m.step for m in tracker.client.get_metric_history(run_id, "loss")}
+        self.logged = {step for step, _ in tracker.history(run_id, "loss")}
         self.pending: list[tuple[int, dict[str, float]]] = []
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:

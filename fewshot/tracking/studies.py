@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 COMPLETED = "completed"
 VERDICT_TAG = "asha"
+FINAL_METRIC = "best_epoch"  # logged once a run has trained every epoch and scored its best checkpoint
 
 
 @dataclass(frozen=True)
@@ -46,22 +47,22 @@ def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
     """The study's trials: searched ``keys``, verdict, epochs and episodes spent, best and final accuracy."""
     rows = []
     for run in tracker.children(parent):
-        run_id, tags, params = run.info.run_id, run.data.tags, run.data.params
+        run_id, tags, params = run.run_id, run.tags, run.params
         curve = first_per_step(tracker, run_id, "val_acc")
-        epochs = max((m.step for m in tracker.client.get_metric_history(run_id, "loss")), default=0)
-        verdict = tags.get(VERDICT_TAG) or ("failed" if run.info.status == "FAILED" else run.info.status.lower())
+        epochs = tracker.last_step(run_id)
+        verdict = tags.get(VERDICT_TAG) or run.status.lower()
         completed = verdict == COMPLETED
         rows.append(
             {
-                "trial": tags.get("trial_id", run.info.run_name),
+                "trial": tags.get("trial_id", run.name),
                 **{key: _value(params.get(key)) for key in keys},
                 "verdict": verdict,
                 "epochs": epochs,
                 # training episodes spent (few-shot trials; mini-batch trials count epochs only)
                 "episodes": epochs * int(params.get("train.episodes_per_epoch", 0)),
                 "best_val_acc": max(curve.values(), default=math.nan),
-                "final_acc": run.data.metrics.get("val_acc", math.nan) if completed else math.nan,
-                "final_ci95": run.data.metrics.get("val_ci95", math.nan) if completed else math.nan,
+                "final_acc": run.metrics.get("val_acc", math.nan) if completed else math.nan,
+                "final_ci95": run.metrics.get("val_ci95", math.nan) if completed else math.nan,
                 "run_id": run_id,
                 "curve": curve,
             }
@@ -130,18 +131,31 @@ def optuna_study(table: pd.DataFrame, space: SearchSpace) -> optuna.Study:
     return study
 
 
+def settle_trial(tracker: Tracker, run_id: str) -> str:
+    """End the MLflow run of a trial Tune has ended and return its verdict: ``completed`` if it scored its best
+    checkpoint (``best_epoch`` is logged then), else ``stopped at epoch e`` (ASHA stopped it after epoch e). A
+    run that already ended keeps the verdict it has."""
+    run = tracker.get(run_id)
+    if run.status != "RUNNING":
+        return run.tags.get(VERDICT_TAG, run.status.lower())
+    verdict = COMPLETED if FINAL_METRIC in run.metrics else f"stopped at epoch {tracker.last_step(run_id)}"
+    tracker.set_tags(run_id, {VERDICT_TAG: verdict})
+    tracker.finish(run_id)
+    return verdict
+
+
 def last_epoch(tracker: Tracker, run_id: str) -> dict[str, float]:
     """A trial run's last epoch as Tune saw it: ``{"epoch": e, "val_acc": its validation score}``."""
     curve = first_per_step(tracker, run_id, "val_acc")
-    epoch = max((m.step for m in tracker.client.get_metric_history(run_id, "loss")), default=0)
+    epoch = tracker.last_step(run_id)
     return {"epoch": epoch, "val_acc": curve.get(epoch, max(curve.values(), default=0.0))}
 
 
 def first_per_step(tracker: Tracker, run_id: str, key: str) -> dict[int, float]:
     """The first value logged at each step (a completed run logs its final score again at the last step)."""
     out: dict[int, float] = {}
-    for metric in sorted(tracker.client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
-        out.setdefault(metric.step, metric.value)
+    for step, value in tracker.history(run_id, key):
+        out.setdefault(step, value)
     return out
 
 

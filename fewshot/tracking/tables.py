@@ -17,6 +17,7 @@ from fewshot.tracking.runs import Tracker
 from fewshot.viz.plots import comparison_bars
 
 METRIC, CI_METRIC = "val_acc", "val_ci95"
+GROUP_TAG = "by"  # on a sweep's parent run: the tag whose values are its table's rows
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,8 @@ def gather_runs(tracker: Tracker, parent: str) -> pd.DataFrame:
     """One row per child run of ``parent``: its name, status, tags (``distance``, ``seed``...) and metrics."""
     rows = []
     for run in tracker.children(parent):
-        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        rows.append({"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-                     **tags, **run.data.metrics})  # fmt: skip
+        tags = {k: v for k, v in run.tags.items() if not k.startswith("mlflow.")}
+        rows.append({"run_id": run.run_id, "run_name": run.name, "status": run.status, **tags, **run.metrics})
     return pd.DataFrame(rows)
 
 

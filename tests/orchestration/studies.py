@@ -10,7 +10,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.tune import Study, new_study, run_study
+from fewshot.orchestration.study import Study, new_study
+from fewshot.orchestration.tune import run_study
 from fewshot.search import load_space
 from fewshot.tracking.runs import Tracker
 

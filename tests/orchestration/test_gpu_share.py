@@ -1,7 +1,7 @@
 """Several small trials on one GPU through fractional resources, on a local Ray that declares one GPU.
 
 This machine has no CUDA device, so the trials train on the CPU (``train.device=cpu``); what is tested is Ray's
-side of the GPU path: :func:`~fewshot.orchestration.tune.plan_trials` gives each trial a quarter of the GPU, Ray
+side of the GPU path: :func:`~fewshot.orchestration.study.plan_trials` gives each trial a quarter of the GPU, Ray
 places four trials on GPU 0 at the same time, and every run records the GPU it was given; a worker that is
 given the GPU and would use it (``train.device=auto``) fails with a one-line error instead of a CUDA crash.
 """
@@ -39,7 +39,6 @@ def one_gpu() -> Iterator[None]:
 def test_four_trials_share_one_gpu_at_once(
     one_gpu: None, tiny_builtin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FEWSHOT_RESULTS", str(tmp_path))
     _, trials = run_protonet_study(SPACE, tiny_builtin, tmp_path, gpus_per_trial=0.25)
     assert len(trials) == 4
     assert {t.data.tags["ray_gpus"] for t in trials} == {"0"}  # each got a share of GPU 0

@@ -50,7 +50,6 @@ def test_trials_spread_over_both_nodes_into_one_store(
     two_nodes: dict[str, dict[str, Any]], tiny_builtin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert two_nodes.keys() == {"head", "worker"}
-    monkeypatch.setenv("FEWSHOT_RESULTS", str(tmp_path))
     shared = tmp_path / "shared"  # what every node of a real cluster reaches: cloud storage or a shared disk
     monkeypatch.setenv("FEWSHOT_STORAGE", str(shared))
     shared_banks: list[SharedBanks] = []

@@ -1,24 +1,12 @@
 """The sweep jobs build the configurations they promise (no Ray needed)."""
 
-import importlib.util
-import sys
+from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
-from fewshot.cli import sweep_parser
-from fewshot.orchestration.jobs import base_config, seeded
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _job(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from fewshot.cli import sweep_config, sweep_parser
+from tests.conftest import load_job as _job
 
 
 def _args(*argv: str):
@@ -26,24 +14,24 @@ def _args(*argv: str):
 
 
 def test_flags_override_quick_defaults_and_overrides_win() -> None:
-    config = base_config(
+    config = sweep_config(
         _args("--epochs", "7", "--train-way", "30", "train.episodes_per_epoch=11", "--data-root", "/d")
     )
     assert config.train.epochs == 7 and config.train_episode.way == 30
     assert config.train.episodes_per_epoch == 11 and str(config.data.root) == "/d"
-    assert base_config(_args()).train.epochs == 5  # quick default
+    assert sweep_config(_args()).train.epochs == 5  # quick default
 
 
 def test_distance_sweep_varies_only_the_distance() -> None:
-    sweep = _job("sweep_distance").make_sweep(base_config(_args()))
+    sweep = _job("sweep_distance").make_sweep(sweep_config(_args()))
     assert [v.tags["distance"] for v in sweep.variants] == ["euclidean", "cosine", "relation", "transformed"]
     assert [v.config.model.distance for v in sweep.variants] == ["euclidean", "cosine", "relation", "transformed"]
     assert len({v.config.model_copy(update={"model": None}) for v in sweep.variants}) == 1
-    assert sweep.by == "distance" and sweep.study == "distance"
+    assert sweep.group_by == "distance" and sweep.study == "distance"
 
 
 def test_shot_sweep_trains_and_tests_with_the_same_shot() -> None:
-    sweep = _job("sweep_shots").make_sweep(base_config(_args("--train-way", "20")))
+    sweep = _job("sweep_shots").make_sweep(sweep_config(_args("--train-way", "20")))
     assert [(v.config.train_episode.shot, v.config.eval_episode.shot) for v in sweep.variants] == [
         (1, 1),
         (5, 5),
@@ -54,8 +42,8 @@ def test_shot_sweep_trains_and_tests_with_the_same_shot() -> None:
 
 
 def test_seeds_multiply_variants_with_distinct_seeds() -> None:
-    sweep = _job("sweep_distance").make_sweep(base_config(_args()))
-    runs = seeded(sweep.variants[:2], 3)
+    sweep = _job("sweep_distance").make_sweep(sweep_config(_args()))
+    runs = replace(sweep, variants=sweep.variants[:2]).seeded(3).variants
     assert [(r.name, r.config.seed) for r in runs[:3]] == [
         ("euclidean/seed0", 0),
         ("euclidean/seed1", 1),
@@ -72,7 +60,7 @@ def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp
     from fewshot.tracking.runs import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    sweep = _job("sweep_distance").make_sweep(base_config(_args()))
+    sweep = _job("sweep_distance").make_sweep(sweep_config(_args()))
     parent = tracker.start_run(sweep.study, sweep.name)
 
     def fail(job):
@@ -80,24 +68,24 @@ def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp
 
     monkeypatch.setattr(sweep_module, "run_training", fail)
     variant = sweep.variants[0]
-    assert not sweep_module.run_variant(sweep.study, sweep.name, variant, tracker, parent, tmp_path / "a")  # goes on
+    assert not sweep_module.run_variant(variant, tracker, tmp_path / "a", tmp_path, study=sweep.study, parent=parent)
 
     def interrupt(job):
         raise SystemExit(1)  # what Ray's trainer raises on Ctrl-C
 
     monkeypatch.setattr(sweep_module, "run_training", interrupt)
     with pytest.raises(SystemExit):
-        sweep_module.run_variant(sweep.study, sweep.name, sweep.variants[1], tracker, parent, tmp_path / "b")
-    runs = {r.info.run_name: r for r in tracker.children(parent)}
-    assert runs["euclidean"].info.status == "FAILED"
-    assert runs["euclidean"].data.tags["error"] == "RuntimeError: out of memory"
-    assert runs["cosine"].info.status == "KILLED"
+        sweep_module.run_variant(sweep.variants[1], tracker, tmp_path / "b", tmp_path, study=sweep.study, parent=parent)
+    runs = {r.name: r for r in tracker.children(parent)}  # the first failed, the sweep went on
+    assert runs["euclidean"].status == "FAILED"
+    assert runs["euclidean"].tags["error"] == "RuntimeError: out of memory"
+    assert runs["cosine"].status == "KILLED"
     assert MlflowClient(tracker.uri).get_run(parent).info.status == "RUNNING"  # the caller's to end
 
 
 def test_hallucination_sweeps_vary_m_and_the_method() -> None:
     job = _job("sweep_hallucination")
-    base = base_config(_args("--train-way", "30"))
+    base = sweep_config(_args("--train-way", "30"))
     m_sweep = job.m_sweep(base)
     assert [(v.config.method, v.config.hallucination.m, v.tags["m"]) for v in m_sweep.variants] == [
         ("hallucination", 10, "10"),
@@ -107,7 +95,12 @@ def test_hallucination_sweeps_vary_m_and_the_method() -> None:
     assert all(v.config.train_episode.way == 30 and v.config.eval_episode.way == 5 for v in m_sweep.variants)
     methods = job.method_sweep(base)
     assert [v.config.method for v in methods.variants] == ["protonet", "hallucination", "afhn"]
-    assert (m_sweep.study, m_sweep.by, methods.study, methods.by) == ("hallucination-m", "m", "methods", "method")
+    assert (m_sweep.study, m_sweep.group_by, methods.study, methods.group_by) == (
+        "hallucination-m",
+        "m",
+        "methods",
+        "method",
+    )
 
 
 def test_the_last_epoch_is_reported_to_ray_only_after_the_final_evaluation(tmp_path: Path, monkeypatch) -> None:

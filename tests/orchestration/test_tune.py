@@ -18,7 +18,7 @@ from mlflow.entities import Run
 from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig, FinetuneConfig
 from fewshot.errors import ConfigError
-from fewshot.orchestration.tune import TrialPlan, plan_trials
+from fewshot.orchestration.study import TrialPlan, plan_trials
 
 REPO = Path(__file__).resolve().parents[2]
 

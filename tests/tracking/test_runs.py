@@ -27,10 +27,10 @@ def test_sweep_is_a_parent_with_tagged_child_runs(tracker: Tracker, tmp_path: Pa
                 for epoch in (1, 2):
                     reporter.report(epoch, {"loss": 1.0 / epoch, "val_acc": 40.0 + epoch}, None)
     children = tracker.children(parent)
-    assert [c.data.tags["distance"] for c in children] == ["euclidean", "cosine"]
-    assert all(c.info.status == "FINISHED" and c.data.tags["seed"] == "0" for c in children)
-    assert children[0].data.params["model.distance"] == "euclidean"
-    history = MlflowClient(tracker.uri).get_metric_history(children[0].info.run_id, "val_acc")
+    assert [c.tags["distance"] for c in children] == ["euclidean", "cosine"]
+    assert all(c.status == "FINISHED" and c.tags["seed"] == "0" and c.experiment == "distance" for c in children)
+    assert children[0].params["model.distance"] == "euclidean"
+    history = MlflowClient(tracker.uri).get_metric_history(children[0].run_id, "val_acc")
     assert [(m.step, m.value) for m in history] == [(1, 41.0), (2, 42.0)]
     experiment = MlflowClient(tracker.uri).get_experiment_by_name("distance")
     assert experiment.artifact_location == (tmp_path / "artifacts" / "distance").as_uri()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from fewshot.config.loading import flatten, load_config
 from fewshot.config.schema import ExperimentConfig
@@ -73,11 +74,11 @@ def test_publish_writes_table_best_config_and_plots_on_the_parent(space: SearchS
             "optuna-importance.png"} <= names  # fmt: skip
     best = load_config(ExperimentConfig, summary.best_config)  # ready for --config of a sweep or train job
     assert (best.train.optim.lr, best.train_episode.way, best.seed, best.train.epochs) == (3e-4, 10, 7, 3)
-    logged = {a.path for a in tracker.client.list_artifacts(parent)}
+    logged = {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent)}
     assert names <= logged
-    data = tracker.client.get_run(parent).data
-    assert data.metrics["best_val_acc"] == 48.5 and data.metrics["episodes"] == 100
-    assert data.tags["best_trial"] == "c"
+    run = tracker.get(parent)
+    assert run.metrics["best_val_acc"] == 48.5 and run.metrics["episodes"] == 100
+    assert run.tags["best_trial"] == "c"
     assert "stopped at epoch 1" in (tmp_path / "study" / "trials.md").read_text()
 
 
