@@ -21,7 +21,7 @@ from fewshot.config.loading import load_config, parse_override
 from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.data.splits import check_splits
 from fewshot.errors import FewshotError
-from fewshot.orchestration.sweep import Sweep, run_sweep
+from fewshot.orchestration.sweep import Launch, Sweep, run_sweep
 from fewshot.orchestration.transfer import pretrain_backbone
 from fewshot.runtime import tune_allocator
 from fewshot.tracking.runs import Tracker, absolute_uri, default_tracking_uri
@@ -62,10 +62,14 @@ def job_parser(description: str, overrides: bool = True) -> argparse.ArgumentPar
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:
     """``--results`` and ``--tracking-uri``: where runs are kept (see :func:`stores`)."""
-    parser.add_argument("--results", type=Path, help="folder for runs and the local MLflow store (default: "
-                        "$FEWSHOT_RESULTS or ./results)")  # fmt: skip
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                        "sqlite:///<results>/mlflow.db)")  # fmt: skip
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="folder for runs and the local MLflow store (default: $FEWSHOT_RESULTS or ./results)",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<results>/mlflow.db)"
+    )
 
 
 def stores(args: argparse.Namespace) -> Stores:
@@ -114,18 +118,24 @@ def transfer_parser(description: str) -> argparse.ArgumentParser:
 
 def sweep_config(args: argparse.Namespace, extra: Iterable[str] = ()) -> ExperimentConfig:
     """Quick defaults, then the sweep's own settings, the --config file, the flags, the overrides."""
-    flags = {"data.root": args.data_root, "train.epochs": args.epochs,
-             "train.episodes_per_epoch": args.episodes, "train_episode.way": args.train_way}  # fmt: skip
+    flags = {
+        "data.root": args.data_root,
+        "train.epochs": args.epochs,
+        "train.episodes_per_epoch": args.episodes,
+        "train_episode.way": args.train_way,
+    }
     overrides = [*QUICK, *extra, *_as_overrides(flags), *args.overrides]
     return load_config(ExperimentConfig, args.config, overrides)
 
 
 def transfer_flags(args: argparse.Namespace, prefix: str = "") -> list[str]:
     """The shared flags as overrides (``prefix`` selects the ``--pretrain-*`` variants of the settings job)."""
-    flags = {"data.root": args.data_root,
-             "train.epochs": getattr(args, f"{prefix}epochs"),
-             "train.batch_size": args.batch_size,
-             "data.image_size": getattr(args, f"{prefix}image_size")}  # fmt: skip
+    flags = {
+        "data.root": args.data_root,
+        "train.epochs": getattr(args, f"{prefix}epochs"),
+        "train.batch_size": args.batch_size,
+        "data.image_size": getattr(args, f"{prefix}image_size"),
+    }
     return _as_overrides(flags)
 
 
@@ -150,7 +160,7 @@ def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
         overrides = [f"method={method}", *PRETRAIN_QUICK, *transfer_flags(args), *args.overrides]
         config = load_config(PretrainConfig, args.config, overrides)
         check_splits(config.data)
-        backbone = pretrain_backbone(config, where.tracker(), where.results, num_workers=args.workers)
+        backbone = pretrain_backbone(config, Launch(where.tracker(), where.results, "pretrain", None, args.workers))
         print(f"{method} backbone: {backbone}  (MLflow store: {where.tracking_uri})")
         kind = "ssl" if method == "byol" else "supervised"
         print(f"fine-tune it: python jobs/finetune_office.py --{kind} {backbone}")

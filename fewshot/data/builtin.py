@@ -207,7 +207,7 @@ def _generate(spec: BuiltinSpec, out: Path) -> None:
             rows += _write_images(out / "mini" / split, label, images)
         _finish_split(out / "mini" / f"{split}.csv", rows, start)
     _write_val_testcase(spec, out / "mini")
-    office = {"train": [], "val": []}
+    office: dict[str, list[tuple[str, str]]] = {"train": [], "val": []}
     n_office = spec.office_train_per_class + spec.office_val_per_class
     for index in range(spec.office_classes):
         label = f"office_glyph_{index:02d}"

@@ -66,7 +66,7 @@ def read_predictions(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     return tuple(frame["episode_id"]), values
 
 
-def _is_class_number(text: object) -> bool:
+def _is_class_number(text: str) -> bool:
     """Whether a cell converts to an int64, as ``astype(np.int64)`` needs (``"1.5"``, ``""`` do not)."""
     try:
         return -(2**63) <= int(text) < 2**63

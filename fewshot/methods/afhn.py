@@ -48,8 +48,9 @@ def gradient_penalty(critic: CriticFn, real: torch.Tensor, fake: torch.Tensor, c
 
 
 @full_precision
-def anti_collapse(fake1: torch.Tensor, fake2: torch.Tensor, noise1: torch.Tensor, noise2: torch.Tensor,
-                  eps: float = 1e-5) -> torch.Tensor:  # fmt: skip
+def anti_collapse(
+    fake1: torch.Tensor, fake2: torch.Tensor, noise1: torch.Tensor, noise2: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
     """``mean((1 - cos(z1, z2)) / (1 - cos(f1, f2) + eps))``: large when two different noises give nearly the
     same feature (mode collapse), small when the fakes spread at least as much as their noises."""
     noise_gap = 1 - F.cosine_similarity(noise1, noise2, dim=1)
@@ -65,8 +66,9 @@ def same_class_partners(labels: torch.Tensor, pool_labels: torch.Tensor) -> torc
 
 
 class AFHN(EpisodicMethod):
-    def __init__(self, encoder: nn.Module, distance: nn.Module, head: nn.Module | None, dim: int,
-                 config: AfhnConfig) -> None:  # fmt: skip
+    def __init__(
+        self, encoder: nn.Module, distance: nn.Module, head: nn.Module | None, dim: int, config: AfhnConfig
+    ) -> None:
         super().__init__()
         self.encoder, self.distance = encoder, distance
         self.head = head if head is not None else nn.Identity()
@@ -87,11 +89,16 @@ class AFHN(EpisodicMethod):
         model = [p for p in self.parameters() if p.requires_grad and not any(p is q for q in gan)]
         return [
             Objective("model", model, ("ce", "fake_ce")),
-            Objective("generator", list(self.generator.parameters()), ("ce", "fake_ce", "g_adv", "anti_collapse"),
-                      OptimConfig(name="adam", lr=self.config.g_lr)),
-            Objective("critic", list(self.critic.parameters()), ("d_adv", "gp"),
-                      OptimConfig(name="adam", lr=self.config.d_lr)),
-        ]  # fmt: skip
+            Objective(
+                "generator",
+                list(self.generator.parameters()),
+                ("ce", "fake_ce", "g_adv", "anti_collapse"),
+                OptimConfig(name="adam", lr=self.config.g_lr),
+            ),
+            Objective(
+                "critic", list(self.critic.parameters()), ("d_adv", "gp"), OptimConfig(name="adam", lr=self.config.d_lr)
+            ),
+        ]
 
     def logits(self, batch: EpisodeTensors) -> torch.Tensor:
         support, query = self._features(batch)
@@ -110,8 +117,9 @@ class AFHN(EpisodicMethod):
         logits = self._logits(query, support, fakes, batch)
         fake_labels = batch.support_labels.repeat_interleave(c.fakes)
         flat_fakes = fakes.flatten(0, 1)
-        fake_logits = self.distance(self.head(flat_fakes), prototypes(self.head(support), batch.support_labels,
-                                                                      batch.way))  # fmt: skip
+        fake_logits = self.distance(
+            self.head(flat_fakes), prototypes(self.head(support), batch.support_labels, batch.way)
+        )
         # The critic sees features conditioned on their class's support feature; real ones are the queries.
         conditions = prototypes(support, batch.support_labels, batch.way).detach()
         real = query.detach()[same_class_partners(fake_labels, batch.query_labels)]
@@ -134,8 +142,9 @@ class AFHN(EpisodicMethod):
         features = self.encoder(torch.cat([batch.support, batch.query]))
         return features[: len(batch.support)], features[len(batch.support) :]
 
-    def _logits(self, query: torch.Tensor, support: torch.Tensor, fakes: torch.Tensor,
-                batch: EpisodeTensors) -> torch.Tensor:  # fmt: skip
+    def _logits(
+        self, query: torch.Tensor, support: torch.Tensor, fakes: torch.Tensor, batch: EpisodeTensors
+    ) -> torch.Tensor:
         every = torch.cat([support[:, None, :], fakes], dim=1)  # (S, 1 + K, D)
         labels = batch.support_labels.repeat_interleave(every.shape[1])
         return self.distance(self.head(query), prototypes(self.head(every.flatten(0, 1)), labels, batch.way))

@@ -33,9 +33,13 @@ class Classifier(TrainedModule):
     """``backbone`` (images -> ``features``-d) and a linear layer to ``n_classes``."""
 
     def __init__(
-        self, backbone: nn.Module, features: int, n_classes: int, freeze: bool = False,
+        self,
+        backbone: nn.Module,
+        features: int,
+        n_classes: int,
+        freeze: bool = False,
         lr_scale: Mapping[str, float] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.backbone, self.freeze = backbone, freeze
         self.classifier = nn.Linear(features, n_classes)

@@ -53,8 +53,15 @@ class HallucinationNet(EpisodicMethod):
     evaluating). Features are hallucinated in the encoder's space; the optional head then embeds real and
     fake features alike."""
 
-    def __init__(self, encoder: nn.Module, generator: Generator, distance: nn.Module, head: nn.Module | None,
-                 m: int, eval_m: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        encoder: nn.Module,
+        generator: Generator,
+        distance: nn.Module,
+        head: nn.Module | None,
+        m: int,
+        eval_m: int | None = None,
+    ) -> None:
         super().__init__()
         self.encoder, self.generator, self.distance = encoder, generator, distance
         self.head = head if head is not None else nn.Identity()

@@ -139,9 +139,18 @@ def new_study(
     tracker.set_tags(parent, {"results_dir": folder})
     tracker.log_params(parent, {f"space.{k}": v for k, v in flatten(space).items()})
     study = Study(
-        name, folder, str(space_file), config_dict(space), config_dict(base), n, grid, tracker.uri, parent,
-        gpus_per_trial, cpus_per_trial,
-    )  # fmt: skip
+        name,
+        folder,
+        str(space_file),
+        config_dict(space),
+        config_dict(base),
+        n,
+        grid,
+        tracker.uri,
+        parent,
+        gpus_per_trial,
+        cpus_per_trial,
+    )
     study.save()
     return study
 

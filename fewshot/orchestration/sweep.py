@@ -93,43 +93,42 @@ def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 
     parent run)."""
     sweep.check_data()
     connect_ray()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    sweep_dir = results / sweep.study / f"{sweep.name}-{stamp}"
-    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    sweep_dir = results / sweep.study / f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tracker.run(sweep.study, sweep.name, tags={"sweep": sweep.name, GROUP_TAG: sweep.group_by}) as parent:
         tracker.set_tags(parent, {"results_dir": sweep_dir})
+        launch = Launch(tracker, results, sweep.study, parent, num_workers)
         for index, variant in enumerate(sweep.variants, 1):
             log.info("[%d/%d] %s", index, len(sweep.variants), variant.name)
-            run_dir = sweep_dir / slug(variant.name)
-            run_variant(variant, tracker, run_dir, results, study=sweep.study, prefix=sweep.name, parent=parent,
-                        num_workers=num_workers, use_gpu=use_gpu)  # fmt: skip
+            run_variant(variant, sweep_dir / slug(variant.name), launch, prefix=sweep.name)
         table = compare(gather_runs(tracker, parent), sweep.group_by)
         if table.empty:
             raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
         return publish(tracker, parent, table, sweep.group_by, sweep.title, sweep_dir)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What every run of a study shares: the MLflow store and experiment (``study``) it is tracked in, as a
+    child of ``parent`` if given; the results folder it is kept in; the Ray Train workers it trains on."""
+
+    tracker: Tracker
+    results: Path
+    study: str
+    parent: str | None = None
+    num_workers: int = 1
+
+
 RUN_ID_FILE = "mlflow-run-id"  # in a run folder: the MLflow run its training logs into
 
 
 def run_variant(
-    variant: Variant,
-    tracker: Tracker,
-    run_dir: Path,
-    results: Path,
-    *,
-    study: str,
-    prefix: str = "",
-    parent: str | None = None,
-    num_workers: int = 1,
-    use_gpu: bool = False,
-    resume_run: str | None = None,
+    variant: Variant, run_dir: Path, launch: Launch, prefix: str = "", resume_run: str | None = None
 ) -> bool:
-    """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir`` (below
-    ``results``), tracked as a run of MLflow experiment ``study`` (a child of ``parent`` if given), or in
-    ``resume_run`` again when it continues an interrupted training; returns whether it finished. A failure is
-    logged and recorded on the run (FAILED, with its error), not raised: one failed configuration must not lose
-    the others."""
+    """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir``, tracked as
+    ``launch`` says, or in MLflow run ``resume_run`` again when it continues an interrupted training; returns
+    whether it finished. A failure is logged and recorded on the run (FAILED, with its error), not raised: one
+    failed configuration must not lose the others."""
+    tracker, parent = launch.tracker, launch.parent
     method = getattr(variant.config, "method", None)
     tags = {**({"method": method} if method else {}), "seed": variant.config.seed, **variant.tags}
     if resume_run is not None:
@@ -138,14 +137,14 @@ def run_variant(
         if parent is not None:
             tracker.set_tags(run_id, {PARENT_TAG: parent})
     else:
-        run_id = tracker.start_run(study, variant.name, parent, tags)
+        run_id = tracker.start_run(launch.study, variant.name, parent, tags)
     write_text_atomic(run_dir / RUN_ID_FILE, run_id + "\n")
     try:
         tracker.log_params(run_id, flatten(variant.config))
         attempt = time.strftime("%H%M%S") if resume_run is not None else ""  # a fresh Ray Train folder
         name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8], attempt) if part)
-        storage = ray_storage(run_dir.parent / "ray", results)
-        job = TrainJob(variant.config, name, run_dir, storage, tracker.uri, run_id, num_workers, use_gpu)
+        storage = ray_storage(run_dir.parent / "ray", launch.results)
+        job = TrainJob(variant.config, name, run_dir, storage, tracker.uri, run_id, launch.num_workers)
         run_training(job)
     except Exception as err:
         log.error("%s failed: %s", variant.name, err)

@@ -55,7 +55,7 @@ class TrainJob:
     tracking_uri: str
     mlflow_run_id: str
     num_workers: int = 1
-    use_gpu: bool = False
+    use_gpu: bool | None = None  # default: when the cluster has GPUs
     max_failures: int = 1
     resources_per_worker: dict[str, float] | None = None  # default: the cluster's CPUs split between workers
     callbacks: tuple[Any, ...] = ()  # Ray Train callbacks, e.g. Tune's report callback inside a trial
@@ -64,9 +64,10 @@ class TrainJob:
 
 def run_training(job: TrainJob) -> ray.train.Result:
     """Fit ``job`` with a TorchTrainer; raises ``ray.train.TrainingFailedError`` when retries run out."""
-    resources = job.resources_per_worker
-    if resources is None and not job.use_gpu:
-        resources = {"CPU": max(1, int(ray.cluster_resources().get("CPU", 1)) // job.num_workers)}
+    resources, cluster = job.resources_per_worker, ray.cluster_resources()
+    use_gpu = job.use_gpu if job.use_gpu is not None else cluster.get("GPU", 0) > 0
+    if resources is None and not use_gpu:
+        resources = {"CPU": max(1, int(cluster.get("CPU", 1)) // job.num_workers)}
     trainer = TorchTrainer(
         _worker,
         # One worker has no peers: gloo's group costs nothing, where NCCL would set up CUDA communicators.
@@ -82,7 +83,7 @@ def run_training(job: TrainJob) -> ray.train.Result:
         },
         scaling_config=ScalingConfig(
             num_workers=job.num_workers,
-            use_gpu=job.use_gpu,
+            use_gpu=use_gpu,
             resources_per_worker=resources,
         ),
         run_config=RunConfig(
@@ -96,7 +97,7 @@ def run_training(job: TrainJob) -> ray.train.Result:
             # one arena, tuned from process start, keeps the in-process speed (measured 2.2 -> 3.2 episodes/s).
             # A tracking server that is down costs an epoch a few seconds of retries, not MLflow's default minutes:
             # the reporter keeps the epoch and sends it later.
-            worker_runtime_env={"env_vars": {**ALLOCATOR_ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}},
+            worker_runtime_env={"env_vars": {**ALLOCATOR_ENV, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}},  # type: ignore[call-arg]
         ),
     )
     return trainer.fit()
@@ -119,9 +120,12 @@ def _worker(payload: dict[str, Any]) -> None:
     ray_reporter = RayReporter(last_epoch=config.train.epochs)
     reporters: list[Reporter] = [*([mlflow] if mlflow else []), LogReporter(), ray_reporter]
     if mlflow is not None:  # which node and GPU ran it, and whether the decoded data came from the object store
-        where = {"ray_node": ray.get_runtime_context().get_node_id(),
-                 "ray_gpus": ",".join(map(str, ray.get_gpu_ids())) or "none", "device": str(device),
-                 "data_from": "object store" if banks is not None else "disk cache"}  # fmt: skip
+        where = {
+            "ray_node": ray.get_runtime_context().get_node_id(),
+            "ray_gpus": ",".join(map(str, ray.get_gpu_ids())) or "none",
+            "device": str(device),
+            "data_from": "object store" if banks is not None else "disk cache",
+        }
         mlflow.tracker.set_tags(run_id, where)
     load = banks.load if banks is not None else load_bank
     result = run(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)

@@ -15,17 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
-
 from fewshot.config.loading import config_dict, to_yaml
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.data.splits import check_splits
 from fewshot.data.tables import OFFICE_DIRS
 from fewshot.errors import FewshotError
 from fewshot.models.resnet import load_backbone, resnet50_backbone
-from fewshot.orchestration.sweep import RUN_ID_FILE, Variant, connect_ray, run_variant
+from fewshot.orchestration.sweep import RUN_ID_FILE, Launch, Variant, connect_ray, run_variant
 from fewshot.tracking.runs import Tracker
-from fewshot.tracking.tables import Comparison, compare, gather_runs, publish
+from fewshot.tracking.tables import GROUP_TAG, Comparison, compare, gather_runs, publish
 from fewshot.training.finetune import class_targets
 
 log = logging.getLogger(__name__)
@@ -51,26 +49,20 @@ def pretrain_dir(config: PretrainConfig, results: Path) -> Path:
     return results / "pretrain" / f"{config.method}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
-def pretrain_backbone(
-    config: PretrainConfig, tracker: Tracker, results: Path, study: str = "pretrain", parent: str | None = None,
-    num_workers: int = 1,
-) -> Path:  # fmt: skip
+def pretrain_backbone(config: PretrainConfig, launch: Launch) -> Path:
     """The ``backbone.pt`` of a finished pre-training of ``config``: reused if there is one, else trained as a
-    Ray Train run tracked in MLflow experiment ``study`` (resuming an interrupted one)."""
+    Ray Train run as ``launch`` says (resuming an interrupted one)."""
     connect_ray()
-    run_dir = pretrain_dir(config, results)
+    run_dir = pretrain_dir(config, launch.results)
     backbone = run_dir / "backbone.pt"
     if backbone.is_file() and (run_dir / "config.yaml").read_text() == to_yaml(config):
         log.info("%s pre-training already done: reusing %s", config.method, backbone)
         return backbone
-    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
-    earlier = _interrupted_run(tracker, run_dir)
+    earlier = _interrupted_run(launch.tracker, run_dir)
     if earlier is not None:
         log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
-    finished = run_variant(variant, tracker, run_dir, results, study=study, parent=parent, num_workers=num_workers,
-                           use_gpu=use_gpu, resume_run=earlier)  # fmt: skip
-    if not finished:
+    if not run_variant(variant, run_dir, launch, resume_run=earlier):
         raise FewshotError(f"{config.method} pre-training failed; its MLflow run's 'error' tag says why ({run_dir})")
     return backbone
 
@@ -117,26 +109,25 @@ class OfficeStudy:
 def run_office(study: OfficeStudy, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:
     """Pre-train what the settings need, fine-tune once per setting, and publish the A–E table."""
     connect_ray()
-    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     out = results / STUDY / f"settings-{study.settings}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with tracker.run(STUDY, f"settings-{study.settings}", tags={"sweep": STUDY, "by": "setting"}) as parent:
+    with tracker.run(STUDY, f"settings-{study.settings}", tags={"sweep": STUDY, GROUP_TAG: "setting"}) as parent:
         tracker.set_tags(parent, {"results_dir": out})
+        launch = Launch(tracker, results, STUDY, parent, num_workers)
         backbones: dict[str, Path | None] = {"none": None}
         for kind in study.needed():
             source = getattr(study, kind)
             if isinstance(source, PretrainConfig):
-                source = pretrain_backbone(source, tracker, results, STUDY, parent, num_workers)
+                source = pretrain_backbone(source, launch)
             backbones[kind] = source
             tracker.set_tags(parent, {f"{kind}_backbone": source})
         for index, setting in enumerate(study.settings, 1):
             pretraining, finetuning = SETTINGS[setting]
-            config = study.finetune.model_copy(update={"backbone": backbones[pretraining],
-                                                       "freeze": finetuning == "frozen"})  # fmt: skip
+            update = {"backbone": backbones[pretraining], "freeze": finetuning == "frozen"}
+            config = study.finetune.model_copy(update=update)
             tags = {"setting": setting, "pretraining": PRETRAINING[pretraining], "finetuning": FINETUNING[finetuning]}
             name = f"{setting}: {tags['pretraining']}, {tags['finetuning']}"
             log.info("[%d/%d] setting %s", index, len(study.settings), name)
-            run_variant(Variant(name, config, tags), tracker, out / setting, results, study=STUDY, prefix="office",
-                        parent=parent, num_workers=num_workers, use_gpu=use_gpu)  # fmt: skip
+            run_variant(Variant(name, config, tags), out / setting, launch, prefix="office")
         describe = ("pretraining", "finetuning")
         table = compare(gather_runs(tracker, parent), "setting", describe)
         if table.empty:

@@ -56,8 +56,13 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     if resume:
         tracker.reopen(study.parent_run_id)
     plan = plan_trials(ray.cluster_resources(), study.samples, study.gpus_per_trial, study.cpus_per_trial)
-    log.info("study %s: %d trials, %d at a time, each %s", study.name, study.samples, plan.concurrent,
-             plan.resources_per_worker)  # fmt: skip
+    log.info(
+        "study %s: %d trials, %d at a time, each %s",
+        study.name,
+        study.samples,
+        plan.concurrent,
+        plan.resources_per_worker,
+    )
     data = space.trial_config(space.midpoint(), base).data
     banks = share_banks(data, dirs=OFFICE_DIRS if space.method == "finetune" else FEWSHOT_DIRS)
     # The Tune side of a trial only waits on its Train run: it reserves memory, no CPU its workers could need.
@@ -70,8 +75,9 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     )
     try:
         if resume:  # Tune restores trials, scheduler, searcher and this run's callbacks from the folder
-            tuner = ray.tune.Tuner.restore(ray_storage(study.folder, study.results), trainable, resume_unfinished=True,
-                                           resume_errored=True)  # fmt: skip
+            tuner = ray.tune.Tuner.restore(
+                ray_storage(study.folder, study.results), trainable, resume_unfinished=True, resume_errored=True
+            )
         else:
             tuner = ray.tune.Tuner(
                 trainable,
@@ -194,8 +200,9 @@ def _param_space(space: SearchSpace, grid: bool) -> dict[str, Any]:
 
 def _tune_config(study: Study, space: SearchSpace, base: TrainedConfig, plan: TrialPlan) -> ray.tune.TuneConfig:
     if study.grid:
-        return ray.tune.TuneConfig(metric=METRIC, mode="max", scheduler=FIFOScheduler(), num_samples=1,
-                                   max_concurrent_trials=plan.concurrent)  # fmt: skip
+        return ray.tune.TuneConfig(
+            metric=METRIC, mode="max", scheduler=FIFOScheduler(), num_samples=1, max_concurrent_trials=plan.concurrent
+        )
     # metric and mode go to the scheduler and searcher themselves: Tune's concurrency limiter hides the
     # searcher from TuneConfig's metric.
     scheduler = ASHAScheduler(
@@ -207,8 +214,9 @@ def _tune_config(study: Study, space: SearchSpace, base: TrainedConfig, plan: Tr
         reduction_factor=space.asha.reduction_factor,
     )
     searcher = OptunaSearch(space.distributions(), metric=METRIC, mode="max", sampler=TPESampler(seed=base.seed))
-    return ray.tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=study.samples,
-                               max_concurrent_trials=plan.concurrent)  # fmt: skip
+    return ray.tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=study.samples, max_concurrent_trials=plan.concurrent
+    )
 
 
 def _interrupted(tracker: Tracker, study: Study) -> None:

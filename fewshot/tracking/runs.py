@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,12 @@ class Tracker:
 
     def __init__(self, uri: str) -> None:
         self.uri = absolute_uri(uri)
-        self._client = MlflowClient(self.uri)
         self._experiment_names: dict[str, str] = {}
+
+    @cached_property
+    def _client(self) -> MlflowClient:
+        """The store is opened (a SQLite file created) on first use: a job that fails its checks leaves none."""
+        return MlflowClient(self.uri)
 
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created on first use with an absolute artifact location."""
@@ -191,8 +196,17 @@ class Tracker:
         if info.experiment_id not in self._experiment_names:
             self._experiment_names[info.experiment_id] = self._client.get_experiment(info.experiment_id).name
         experiment = self._experiment_names[info.experiment_id]
-        return RunRecord(info.run_id, info.run_name or "", experiment, info.status, dict(data.tags),
-                         dict(data.params), dict(data.metrics), info.start_time, info.end_time)  # fmt: skip
+        return RunRecord(
+            info.run_id,
+            info.run_name or "",
+            experiment,
+            info.status,
+            dict(data.tags),
+            dict(data.params),
+            dict(data.metrics),
+            info.start_time,
+            info.end_time,
+        )
 
     def _artifact_root(self, name: str) -> str | None:
         if self.uri.startswith("sqlite:///"):
@@ -250,8 +264,12 @@ class MlflowReporter:
                 self.tracker.log_metrics(self.run_id, metrics, step=epoch)
             except UNREACHABLE as err:
                 reason = " ".join(str(err).split())[:200]
-                log.warning("MLflow at %s unreachable (%s); %d epoch(s) kept to log later",
-                            self.tracker.uri, reason, len(self.pending))  # fmt: skip
+                log.warning(
+                    "MLflow at %s unreachable (%s); %d epoch(s) kept to log later",
+                    self.tracker.uri,
+                    reason,
+                    len(self.pending),
+                )
                 return False
             self.logged.add(epoch)
             self.pending.pop(0)

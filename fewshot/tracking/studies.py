@@ -98,8 +98,9 @@ def publish_study(
         header = f"# best trial {best['trial']} of the study: {best['final_acc']:.2f} ± {best['final_ci95']:.2f} %\n"
         write_text_atomic(best_config, header + to_yaml(config))
         files.append(best_config)
-        tracker.log_metrics(parent, {"best_val_acc": float(best["final_acc"]),
-                                     "best_val_ci95": float(best["final_ci95"])}, step=0)  # fmt: skip
+        tracker.log_metrics(
+            parent, {"best_val_acc": float(best["final_acc"]), "best_val_ci95": float(best["final_ci95"])}, step=0
+        )
         tracker.set_tags(parent, {"best_trial": best["trial"], "best_run_id": best["run_id"]})
     tracker.log_metrics(parent, {"trials": float(len(table)), "episodes": float(table["episodes"].sum())}, step=0)
     files += optuna_plots(optuna_study(table, space), out_dir)

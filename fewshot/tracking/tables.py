@@ -53,8 +53,16 @@ def compare(runs: pd.DataFrame, by: str, describe: Sequence[str] = ()) -> pd.Dat
         several = len(group) > 1
         error = group[METRIC].std(ddof=1) if several else group[CI_METRIC].iloc[0]
         described = {tag: group[tag].iloc[0] for tag in describe}
-        rows.append({by: value, **described, "acc": group[METRIC].mean(), "err": error,
-                     "error": "std over seeds" if several else "95% CI", "runs": len(group)})  # fmt: skip
+        rows.append(
+            {
+                by: value,
+                **described,
+                "acc": group[METRIC].mean(),
+                "err": error,
+                "error": "std over seeds" if several else "95% CI",
+                "runs": len(group),
+            }
+        )
     table = pd.DataFrame(rows, columns=[by, *describe, "acc", "err", "error", "runs"])
     table["accuracy"] = [f"{a:.2f} ± {e:.2f}" for a, e in zip(table["acc"], table["err"], strict=True)]
     return table

@@ -67,11 +67,13 @@ def classification_score(predicted: torch.Tensor, targets: torch.Tensor) -> Scor
 
 def write_office_predictions(path: Path, table: ImageTable, predicted: torch.Tensor, classes: tuple[str, ...]) -> None:
     """Office-Home's predictions CSV, ``id,filename,label``, atomically."""
-    frame = pd.DataFrame({
-        "id": table.ids,
-        "filename": [p.name for p in table.paths],
-        "label": [classes[i] for i in predicted.tolist()],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "id": table.ids,
+            "filename": [p.name for p in table.paths],
+            "label": [classes[i] for i in predicted.tolist()],
+        }
+    )
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
 

@@ -81,7 +81,7 @@ class Trainer:
         self.config, self.task, self.placement = config, task, placement
         self.run_dir = Path(run_dir)
         self.reporter = reporter or LogReporter()
-        self.method = method.to(placement.device, memory_format=self._memory_format())
+        self.method = method.to(placement.device).to(memory_format=self._memory_format())
         self.model = placement.wrap(self.method)  # what training steps call; ``method`` stays unwrapped
         self.objectives = method.objectives()
         train = config.train
@@ -146,7 +146,8 @@ class Trainer:
         active = [i for i, o in enumerate(self.objectives) if set(o.losses or output.losses) & set(output.losses)]
         for rank, i in enumerate(active):
             names = self.objectives[i].losses or output.losses
-            loss = sum(output.losses[name] for name in names if name in output.losses)
+            first, *rest = (output.losses[name] for name in names if name in output.losses)
+            loss = sum(rest, start=first)
             torch.autograd.backward(
                 self.scaler.scale(loss), inputs=self.objectives[i].params, retain_graph=rank < len(active) - 1
             )
@@ -210,9 +211,17 @@ class Trainer:
         acc = f" acc {100 * totals['acc'] / done:.1f}%" if "acc" in totals else ""
         log.info(
             "epoch %d/%d [%*d/%d] loss %.3f%s | %.2f %s/s, epoch eta %.0fs",
-            self.epoch, self.config.train.epochs, len(str(total)), done, total,
-            totals["loss"] / done, acc, rate, self.task.unit, (total - done) / rate,
-        )  # fmt: skip
+            self.epoch,
+            self.config.train.epochs,
+            len(str(total)),
+            done,
+            total,
+            totals["loss"] / done,
+            acc,
+            rate,
+            self.task.unit,
+            (total - done) / rate,
+        )
 
 
 def _accumulate(totals: dict[str, float], output: StepOutput) -> None:

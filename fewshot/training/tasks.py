@@ -115,9 +115,14 @@ class LabelledBatchTask(_BatchTask):
     """Labelled mini-batches (class indices ``targets``), each image randomly cropped and flipped."""
 
     def __init__(
-        self, bank: ImageBank, targets: torch.Tensor, train: BatchTrainConfig, seed: int, world_size: int,
+        self,
+        bank: ImageBank,
+        targets: torch.Tensor,
+        train: BatchTrainConfig,
+        seed: int,
+        world_size: int,
         validate: Validation,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(bank, train, seed, world_size, validate)
         self.targets = targets
         self.transform = supervised_transform(train, bank.images.shape[-1])
@@ -131,9 +136,14 @@ class ViewBatchTask(_BatchTask):
     """Unlabelled mini-batches, each image as BYOL's two augmented views."""
 
     def __init__(
-        self, bank: ImageBank, byol: ByolConfig, train: BatchTrainConfig, seed: int, world_size: int,
+        self,
+        bank: ImageBank,
+        byol: ByolConfig,
+        train: BatchTrainConfig,
+        seed: int,
+        world_size: int,
         validate: Validation,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(bank, train, seed, world_size, validate)
         size = bank.images.shape[-1]
         self.views = ViewTransform(byol.view1, size), ViewTransform(byol.view2, size)

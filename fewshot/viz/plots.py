@@ -63,12 +63,18 @@ def optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     (needs two completed trials that differ)."""
     completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     wanted = {
-        "optuna-curves.png": (optuna_views.plot_intermediate_values, len(study.trials) > 0,
-                              ("epoch", "validation accuracy (%)")),
-        "optuna-history.png": (optuna_views.plot_optimization_history, len(completed) > 0,
-                               ("trial", "final accuracy (%)")),
+        "optuna-curves.png": (
+            optuna_views.plot_intermediate_values,
+            len(study.trials) > 0,
+            ("epoch", "validation accuracy (%)"),
+        ),
+        "optuna-history.png": (
+            optuna_views.plot_optimization_history,
+            len(completed) > 0,
+            ("trial", "final accuracy (%)"),
+        ),
         "optuna-importance.png": (optuna_views.plot_param_importances, len(completed) > 1, None),
-    }  # fmt: skip
+    }
     paths = []
     for name, (plot, possible, labels) in wanted.items():
         if not possible:
@@ -83,7 +89,8 @@ def optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         if labels is not None:
             axes.set_xlabel(labels[0])
             axes.set_ylabel(labels[1])
-        figure = axes.figure
+        figure = axes.get_figure(root=True)
+        assert figure is not None
         figure.set_size_inches(7, 4.2)
         figure.set_layout_engine("constrained")
         paths.append(save_figure(figure, out_dir / name))

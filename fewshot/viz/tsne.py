@@ -18,7 +18,9 @@ from fewshot.data.splits import BankLoader, data_root
 from fewshot.data.tables import open_split
 from fewshot.data.transforms import BatchTransform
 from fewshot.errors import ConfigError
+from fewshot.methods.afhn import AFHN
 from fewshot.methods.build import load_method
+from fewshot.methods.hallucination import HallucinationNet
 from fewshot.viz.plots import save_figure
 
 
@@ -34,7 +36,7 @@ def checkpoint_tsne(
     """:func:`hallucination_tsne` of the hallucinating method in ``checkpoint``, on ``split`` (default: the
     validation split) of the data it was trained on (or of the dataset at ``root``), decoded through ``load``."""
     config, method = load_method(checkpoint, device)
-    if not hasattr(method, "hallucinate"):
+    if not isinstance(method, HallucinationNet | AFHN):
         raise ConfigError(
             f"{checkpoint} holds a {config.method} model, which hallucinates no features "
             "(use a hallucination or afhn checkpoint)"
@@ -46,7 +48,7 @@ def checkpoint_tsne(
 
 @torch.no_grad()
 def hallucination_tsne(
-    method: torch.nn.Module,
+    method: HallucinationNet | AFHN,
     bank: ImageBank,
     path: Path,
     device: torch.device = torch.device("cpu"),
@@ -64,17 +66,16 @@ def hallucination_tsne(
     starts = np.cumsum([0, *[len(r) for r in rows[:-1]]])
     fake = method.hallucinate(real[torch.as_tensor(starts)], fakes).flatten(0, 1)
     points = torch.cat([real, fake]).float().cpu().numpy()
-    embedded = TSNE(n_components=2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca",
-                    random_state=seed).fit_transform(points)  # fmt: skip
+    tsne = TSNE(n_components=2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca", random_state=seed)
+    embedded = tsne.fit_transform(points)
     real_xy, fake_xy = embedded[: len(real)], embedded[len(real) :]
     fig, ax = plt.subplots(figsize=(6.4, 5.4), layout="constrained")
     colours = plt.get_cmap("tab10")
     for c, class_rows in enumerate(rows):
-        start = int(starts[c])
-        ax.scatter(*real_xy[start : start + len(class_rows)].T, marker="x", color=colours(c), s=30,
-                   label=f"{bank.classes[c]} (real)")  # fmt: skip
-        ax.scatter(*fake_xy[c * fakes : (c + 1) * fakes].T, marker="^", color=colours(c), s=22, alpha=0.55,
-                   label=f"{bank.classes[c]} (hallucinated)")  # fmt: skip
+        name, colour, start = bank.classes[c], colours(c), int(starts[c])
+        (x, y), (fx, fy) = real_xy[start : start + len(class_rows)].T, fake_xy[c * fakes : (c + 1) * fakes].T
+        ax.scatter(x, y, marker="x", color=colour, s=30, label=f"{name} (real)")
+        ax.scatter(fx, fy, marker="^", color=colour, s=22, alpha=0.55, label=f"{name} (hallucinated)")
     ax.legend(fontsize=7, ncol=2, loc="best")
     ax.set_xticks([])
     ax.set_yticks([])

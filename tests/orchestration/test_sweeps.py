@@ -68,14 +68,15 @@ def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp
 
     monkeypatch.setattr(sweep_module, "run_training", fail)
     variant = sweep.variants[0]
-    assert not sweep_module.run_variant(variant, tracker, tmp_path / "a", tmp_path, study=sweep.study, parent=parent)
+    launch = sweep_module.Launch(tracker, tmp_path, sweep.study, parent)
+    assert not sweep_module.run_variant(variant, tmp_path / "a", launch)  # recorded, and the sweep goes on
 
     def interrupt(job):
         raise SystemExit(1)  # what Ray's trainer raises on Ctrl-C
 
     monkeypatch.setattr(sweep_module, "run_training", interrupt)
     with pytest.raises(SystemExit):
-        sweep_module.run_variant(sweep.variants[1], tracker, tmp_path / "b", tmp_path, study=sweep.study, parent=parent)
+        sweep_module.run_variant(sweep.variants[1], tmp_path / "b", launch)
     runs = {r.name: r for r in tracker.children(parent)}  # the first failed, the sweep went on
     assert runs["euclidean"].status == "FAILED"
     assert runs["euclidean"].tags["error"] == "RuntimeError: out of memory"
