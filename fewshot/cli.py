@@ -118,24 +118,17 @@ def transfer_parser(description: str) -> argparse.ArgumentParser:
 
 def sweep_config(args: argparse.Namespace, extra: Iterable[str] = ()) -> ExperimentConfig:
     """Quick defaults, then the sweep's own settings, the --config file, the flags, the overrides."""
-    flags = {
-        "data.root": args.data_root,
-        "train.epochs": args.epochs,
-        "train.episodes_per_epoch": args.episodes,
-        "train_episode.way": args.train_way,
-    }
+    keys = ("data.root", "train.epochs", "train.episodes_per_epoch", "train_episode.way")
+    flags = dict(zip(keys, (args.data_root, args.epochs, args.episodes, args.train_way), strict=True))
     overrides = [*QUICK, *extra, *_as_overrides(flags), *args.overrides]
     return load_config(ExperimentConfig, args.config, overrides)
 
 
 def transfer_flags(args: argparse.Namespace, prefix: str = "") -> list[str]:
     """The shared flags as overrides (``prefix`` selects the ``--pretrain-*`` variants of the settings job)."""
-    flags = {
-        "data.root": args.data_root,
-        "train.epochs": getattr(args, f"{prefix}epochs"),
-        "train.batch_size": args.batch_size,
-        "data.image_size": getattr(args, f"{prefix}image_size"),
-    }
+    keys = ("data.root", "train.epochs", "train.batch_size", "data.image_size")
+    values = (args.data_root, getattr(args, f"{prefix}epochs"), args.batch_size, getattr(args, f"{prefix}image_size"))
+    flags = dict(zip(keys, values, strict=True))
     return _as_overrides(flags)
 
 

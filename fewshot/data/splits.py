@@ -124,14 +124,8 @@ def keep_resident(bank: ImageBank, device: torch.device, resident: bool | None) 
         free, _ = torch.cuda.mem_get_info(device) if device.type == "cuda" else (0, 0)
         resident = bank.images.numel() <= RESIDENT_SHARE * free
         if not resident:
-            log.info(
-                "%d images (%.0f MiB) stay in host memory: more than %.0f%% of the %.0f MiB free on %s",
-                len(bank),
-                bank.images.numel() / 2**20,
-                100 * RESIDENT_SHARE,
-                free / 2**20,
-                device,
-            )
+            share = f"more than {RESIDENT_SHARE:.0%} of the {free / 2**20:.0f} MiB free on {device}"
+            log.info("%d images (%.0f MiB) stay in host memory: %s", len(bank), bank.images.numel() / 2**20, share)
     return bank.to(device) if resident else bank
 
 

@@ -66,6 +66,13 @@ def same_class_partners(labels: torch.Tensor, pool_labels: torch.Tensor) -> torc
 
 
 class AFHN(EpisodicMethod):
+    """ProtoNet whose prototypes also average ``config.fakes`` features hallucinated from each support feature.
+
+    ``encoder``: images -> ``(N, dim)`` features; ``distance``: ``(queries, prototypes) -> logits``; ``head``
+    (optional) maps features before the distance. Three optimisers: the encoder, head and distance minimise
+    ``ce`` and ``fake_ce``; G adds ``g_adv`` and ``anti_collapse``; the critic minimises ``d_adv + gp``.
+    """
+
     def __init__(
         self, encoder: nn.Module, distance: nn.Module, head: nn.Module | None, dim: int, config: AfhnConfig
     ) -> None:
@@ -87,17 +94,12 @@ class AFHN(EpisodicMethod):
     def objectives(self) -> list[Objective]:
         gan = [*self.generator.parameters(), *self.critic.parameters()]
         model = [p for p in self.parameters() if p.requires_grad and not any(p is q for q in gan)]
+        g_losses, g_optim = ("ce", "fake_ce", "g_adv", "anti_collapse"), OptimConfig(name="adam", lr=self.config.g_lr)
+        d_optim = OptimConfig(name="adam", lr=self.config.d_lr)
         return [
             Objective("model", model, ("ce", "fake_ce")),
-            Objective(
-                "generator",
-                list(self.generator.parameters()),
-                ("ce", "fake_ce", "g_adv", "anti_collapse"),
-                OptimConfig(name="adam", lr=self.config.g_lr),
-            ),
-            Objective(
-                "critic", list(self.critic.parameters()), ("d_adv", "gp"), OptimConfig(name="adam", lr=self.config.d_lr)
-            ),
+            Objective("generator", list(self.generator.parameters()), g_losses, g_optim),
+            Objective("critic", list(self.critic.parameters()), ("d_adv", "gp"), d_optim),
         ]
 
     def logits(self, batch: EpisodeTensors) -> torch.Tensor:
@@ -117,9 +119,8 @@ class AFHN(EpisodicMethod):
         logits = self._logits(query, support, fakes, batch)
         fake_labels = batch.support_labels.repeat_interleave(c.fakes)
         flat_fakes = fakes.flatten(0, 1)
-        fake_logits = self.distance(
-            self.head(flat_fakes), prototypes(self.head(support), batch.support_labels, batch.way)
-        )
+        real_prototypes = prototypes(self.head(support), batch.support_labels, batch.way)
+        fake_logits = self.distance(self.head(flat_fakes), real_prototypes)
         # The critic sees features conditioned on their class's support feature; real ones are the queries.
         conditions = prototypes(support, batch.support_labels, batch.way).detach()
         real = query.detach()[same_class_partners(fake_labels, batch.query_labels)]

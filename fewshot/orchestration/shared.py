@@ -67,9 +67,8 @@ def share_banks(
         table = open_split(root, split, dirs)
         bank = load_bank(table, config.image_size, config.resize, config.cache_dir)
         shared = shared.share(table, config.image_size, config.resize, bank.images.numpy())
-        log.info(
-            "shared %s split (%d images, %.0f MiB) in the object store", split, len(bank), bank.images.numel() / 2**20
-        )
+        size = bank.images.numel() / 2**20
+        log.info("shared %s split (%d images, %.0f MiB) in the object store", split, len(bank), size)
     return shared
 
 

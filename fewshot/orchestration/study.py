@@ -138,19 +138,8 @@ def new_study(
     parent = tracker.start_run(experiment, name, tags=tags)
     tracker.set_tags(parent, {"results_dir": folder})
     tracker.log_params(parent, {f"space.{k}": v for k, v in flatten(space).items()})
-    study = Study(
-        name,
-        folder,
-        str(space_file),
-        config_dict(space),
-        config_dict(base),
-        n,
-        grid,
-        tracker.uri,
-        parent,
-        gpus_per_trial,
-        cpus_per_trial,
-    )
+    dumped, trials = (config_dict(space), config_dict(base)), (gpus_per_trial, cpus_per_trial)
+    study = Study(name, folder, str(space_file), *dumped, n, grid, tracker.uri, parent, *trials)
     study.save()
     return study
 

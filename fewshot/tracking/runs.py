@@ -192,21 +192,12 @@ class Tracker:
             self._client.delete_tag(run_id, "error")
 
     def _record(self, run: Run) -> RunRecord:
-        info, data = run.info, run.data
-        if info.experiment_id not in self._experiment_names:
-            self._experiment_names[info.experiment_id] = self._client.get_experiment(info.experiment_id).name
-        experiment = self._experiment_names[info.experiment_id]
-        return RunRecord(
-            info.run_id,
-            info.run_name or "",
-            experiment,
-            info.status,
-            dict(data.tags),
-            dict(data.params),
-            dict(data.metrics),
-            info.start_time,
-            info.end_time,
-        )
+        info, data, names = run.info, run.data, self._experiment_names
+        if info.experiment_id not in names:
+            names[info.experiment_id] = self._client.get_experiment(info.experiment_id).name
+        logged = dict(data.tags), dict(data.params), dict(data.metrics)
+        name, experiment = info.run_name or "", names[info.experiment_id]
+        return RunRecord(info.run_id, name, experiment, info.status, *logged, info.start_time, info.end_time)
 
     def _artifact_root(self, name: str) -> str | None:
         if self.uri.startswith("sqlite:///"):

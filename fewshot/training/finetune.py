@@ -28,7 +28,7 @@ from fewshot.methods.classifier import Classifier
 from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
 from fewshot.training.loop import Placement
 from fewshot.training.recipe import Built, Outcome
-from fewshot.training.tasks import LabelledBatchTask
+from fewshot.training.tasks import BatchPlan, LabelledBatchTask
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,8 @@ def classification_score(predicted: torch.Tensor, targets: torch.Tensor) -> Scor
 
 def write_office_predictions(path: Path, table: ImageTable, predicted: torch.Tensor, classes: tuple[str, ...]) -> None:
     """Office-Home's predictions CSV, ``id,filename,label``, atomically."""
-    frame = pd.DataFrame(
-        {
-            "id": table.ids,
-            "filename": [p.name for p in table.paths],
-            "label": [classes[i] for i in predicted.tolist()],
-        }
-    )
+    names, labels = [p.name for p in table.paths], [classes[i] for i in predicted.tolist()]
+    frame = pd.DataFrame({"id": table.ids, "filename": names, "label": labels})
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
 
@@ -102,5 +97,5 @@ def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Bu
         write_office_predictions(predictions, val_table, predicted, train.classes)
         return Outcome(classification_score(predicted, val_targets), predictions)
 
-    task = LabelledBatchTask(train, train.labels, config.train, config.seed, placement.world_size, validate)
+    task = LabelledBatchTask(train, train.labels, BatchPlan(config.train, config.seed, placement.world_size, validate))
     return Built(model, task, finish)

@@ -209,19 +209,9 @@ class Trainer:
     def _log_progress(self, done: int, totals: dict[str, float], seconds: float) -> None:
         total, rate = self.task.steps_per_epoch, done / seconds
         acc = f" acc {100 * totals['acc'] / done:.1f}%" if "acc" in totals else ""
-        log.info(
-            "epoch %d/%d [%*d/%d] loss %.3f%s | %.2f %s/s, epoch eta %.0fs",
-            self.epoch,
-            self.config.train.epochs,
-            len(str(total)),
-            done,
-            total,
-            totals["loss"] / done,
-            acc,
-            rate,
-            self.task.unit,
-            (total - done) / rate,
-        )
+        epoch = f"epoch {self.epoch}/{self.config.train.epochs} [{done:>{len(str(total))}}/{total}]"
+        speed = f"{rate:.2f} {self.task.unit}/s, epoch eta {(total - done) / rate:.0f}s"
+        log.info("%s loss %.3f%s | %s", epoch, totals["loss"] / done, acc, speed)
 
 
 def _accumulate(totals: dict[str, float], output: StepOutput) -> None:

@@ -28,7 +28,7 @@ from fewshot.models.distances import Cosine
 from fewshot.models.resnet import FEATURES, resnet50_backbone
 from fewshot.training.loop import Placement, Task
 from fewshot.training.recipe import Built, Outcome
-from fewshot.training.tasks import LabelledBatchTask, ViewBatchTask, episode_metrics
+from fewshot.training.tasks import BatchPlan, LabelledBatchTask, ViewBatchTask, episode_metrics
 
 
 def feature_probe(backbone: nn.Module, device: torch.device) -> ProtoNet:
@@ -44,16 +44,16 @@ def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Bu
     def validate(model: TrainedModule, device: torch.device) -> dict[str, float]:
         return episode_metrics(feature_probe(_backbone(model), device), data.val, monitored, device)
 
-    args = (config.train, config.seed, placement.world_size, validate)
+    plan = BatchPlan(config.train, config.seed, placement.world_size, validate)
     model: BYOL | Classifier
     task: Task
     if config.method == "byol":
         byol = config.byol
         model = BYOL(resnet50_backbone(), FEATURES, byol.hidden, byol.projection, byol.tau_base)
-        task = ViewBatchTask(data.train, byol, *args)
+        task = ViewBatchTask(data.train, byol, plan)
     else:
         model = Classifier(resnet50_backbone(), FEATURES, len(data.train.classes))
-        task = LabelledBatchTask(data.train, data.train.labels, *args)
+        task = LabelledBatchTask(data.train, data.train.labels, plan)
 
     def finish(run_dir: Path, device: torch.device) -> Outcome:
         backbone = run_dir / "backbone.pt"

@@ -13,6 +13,7 @@ index, so every worker sees different images and a resumed run sees exactly the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -95,14 +96,25 @@ def supervised_transform(train: BatchTrainConfig, size: int) -> Callable[[torch.
     return ViewTransform(ViewConfig(crop_scale=train.crop_scale, flip_p=0.5 if train.flip else 0.0, **off), size)
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a run's mini-batches are drawn and scored: its ``train`` settings (``batch_size`` is global), seed,
+    number of data-parallel workers, and validation."""
+
+    train: BatchTrainConfig
+    seed: int
+    world_size: int
+    validate: Validation
+
+
 class _BatchTask:
-    """Mini-batches of ``bank`` in :class:`BatchOrder`, validated by ``validate``."""
+    """Mini-batches of ``bank`` in :class:`BatchOrder`, validated as ``plan`` says."""
 
     unit = "batches"
 
-    def __init__(self, bank: ImageBank, train: BatchTrainConfig, seed: int, world_size: int, validate: Validation):
-        self.bank, self.validate = bank, validate
-        self.order = BatchOrder(len(bank), train.batch_size, world_size, seed)
+    def __init__(self, bank: ImageBank, plan: BatchPlan) -> None:
+        self.bank, self.validate = bank, plan.validate
+        self.order = BatchOrder(len(bank), plan.train.batch_size, plan.world_size, plan.seed)
         self.steps_per_epoch = self.order.steps_per_epoch
 
     def _images(self, index: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,18 +126,10 @@ class _BatchTask:
 class LabelledBatchTask(_BatchTask):
     """Labelled mini-batches (class indices ``targets``), each image randomly cropped and flipped."""
 
-    def __init__(
-        self,
-        bank: ImageBank,
-        targets: torch.Tensor,
-        train: BatchTrainConfig,
-        seed: int,
-        world_size: int,
-        validate: Validation,
-    ) -> None:
-        super().__init__(bank, train, seed, world_size, validate)
+    def __init__(self, bank: ImageBank, targets: torch.Tensor, plan: BatchPlan) -> None:
+        super().__init__(bank, plan)
         self.targets = targets
-        self.transform = supervised_transform(train, bank.images.shape[-1])
+        self.transform = supervised_transform(plan.train, bank.images.shape[-1])
 
     def inputs(self, index: int, device: torch.device) -> LabelledBatch:
         rows, images = self._images(index, device)
@@ -135,16 +139,8 @@ class LabelledBatchTask(_BatchTask):
 class ViewBatchTask(_BatchTask):
     """Unlabelled mini-batches, each image as BYOL's two augmented views."""
 
-    def __init__(
-        self,
-        bank: ImageBank,
-        byol: ByolConfig,
-        train: BatchTrainConfig,
-        seed: int,
-        world_size: int,
-        validate: Validation,
-    ) -> None:
-        super().__init__(bank, train, seed, world_size, validate)
+    def __init__(self, bank: ImageBank, byol: ByolConfig, plan: BatchPlan) -> None:
+        super().__init__(bank, plan)
         size = bank.images.shape[-1]
         self.views = ViewTransform(byol.view1, size), ViewTransform(byol.view2, size)
 

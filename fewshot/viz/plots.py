@@ -62,17 +62,10 @@ def optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     each trial's validation curve (ASHA's stops show as curves that end early) and parameter importances
     (needs two completed trials that differ)."""
     completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    curves, history = ("epoch", "validation accuracy (%)"), ("trial", "final accuracy (%)")
     wanted = {
-        "optuna-curves.png": (
-            optuna_views.plot_intermediate_values,
-            len(study.trials) > 0,
-            ("epoch", "validation accuracy (%)"),
-        ),
-        "optuna-history.png": (
-            optuna_views.plot_optimization_history,
-            len(completed) > 0,
-            ("trial", "final accuracy (%)"),
-        ),
+        "optuna-curves.png": (optuna_views.plot_intermediate_values, len(study.trials) > 0, curves),
+        "optuna-history.png": (optuna_views.plot_optimization_history, len(completed) > 0, history),
         "optuna-importance.png": (optuna_views.plot_param_importances, len(completed) > 1, None),
     }
     paths = []

@@ -25,7 +25,7 @@ from fewshot.precision import Precision, choose_precision
 from fewshot.training import loop
 from fewshot.training.loop import Placement, Trainer
 from fewshot.training.run import run
-from fewshot.training.tasks import EpisodeTask, ViewBatchTask
+from fewshot.training.tasks import BatchPlan, EpisodeTask, ViewBatchTask
 from tests.conftest import StopAfter, tiny_overrides
 
 
@@ -167,7 +167,7 @@ def test_inputs_are_augmented_outside_autocast_and_only_the_model_runs_under_it(
     config = load_config(PretrainConfig, None, [f"data.root={tiny_builtin}", "data.image_size=32",
                                                "train.epochs=1", "train.batch_size=40", "train.amp=true"])  # fmt: skip
     bank = load_bank(open_split(tiny_builtin, "train"), 32)
-    task = ViewBatchTask(bank, config.byol, config.train, 0, 1, lambda model, device: {"val_acc": 0.0})
+    task = ViewBatchTask(bank, config.byol, BatchPlan(config.train, 0, 1, lambda model, device: {"val_acc": 0.0}))
     probe = Probe()
     Trainer(config, probe, task, tmp_path).fit()
     assert probe.seen and all(autocast for _, autocast in probe.seen)
