@@ -21,8 +21,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Two pytest workers: most of the suite waits on Ray and subprocesses, so two share the 2 cores well. The tests
+# that share one Ray head run in one worker (--dist loadgroup); each worker has its own session fixtures.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

@@ -48,28 +48,53 @@ class Stores:
         return Tracker(self.tracking_uri)
 
 
-def job_parser(description: str, overrides: bool = True) -> argparse.ArgumentParser:
-    """An argument parser with ``-q``, and ``--config FILE`` with trailing ``key.sub=value`` overrides."""
+# Every flag a job may take, defined once; each job picks its own by name (``job_parser(description, *names)``).
+FLAGS: dict[str, dict[str, Any]] = {
+    "data-root": {
+        "type": Path,
+        "help": "dataset root (default: the built-in data; given a checkpoint, the data it trained on)",
+    },
+    "epochs": {"type": int, "help": "training epochs (per run)"},
+    "episodes": {"type": int, "help": "training episodes per epoch"},
+    "train-way": {"type": int, "help": "classes per training episode"},
+    "batch-size": {"type": int, "help": "global mini-batch size (split between workers)"},
+    "image-size": {"type": int, "help": "image side in pixels (images are resized to it)"},
+    "seeds": {"type": int, "default": 1, "help": "seeds per configuration (table: mean ± std)"},
+    "workers": {"type": int, "default": 1, "help": "Ray Train workers per run (data parallel)"},
+    "results": {
+        "type": Path,
+        "help": "folder for runs and the local MLflow store (default: $FEWSHOT_RESULTS or ./results)",
+    },
+    "tracking-uri": {"help": "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<results>/mlflow.db)"},
+    "checkpoint": {"type": Path, "required": True, "help": "best.pt or last.pt of a training run"},
+    "device": {"default": "auto", "choices": ("auto", "cpu", "cuda")},
+}
+STORES = ("results", "tracking-uri")  # where runs are kept: see stores()
+
+
+def job_parser(description: str, *flags: str, overrides: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with ``-q``, the named ``flags``, and (``overrides``) ``--config FILE`` with trailing
+    ``key.sub=value`` overrides."""
     parser = argparse.ArgumentParser(description=description)
     if overrides:
         parser.add_argument("--config", metavar="FILE", help="YAML config; overrides below are applied after it")
         parser.add_argument(
-            "overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=1e-3"
+            "overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.epochs=3"
         )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    for name in flags:
+        parser.add_argument(f"--{name}", **FLAGS[name])
     return parser
 
 
-def add_store_flags(parser: argparse.ArgumentParser) -> None:
-    """``--results`` and ``--tracking-uri``: where runs are kept (see :func:`stores`)."""
-    parser.add_argument(
-        "--results",
-        type=Path,
-        help="folder for runs and the local MLflow store (default: $FEWSHOT_RESULTS or ./results)",
-    )
-    parser.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<results>/mlflow.db)"
-    )
+def sweep_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every sweep shares; ``--data-root``, ``--epochs``... are shortcuts for config overrides."""
+    return job_parser(description, "data-root", "epochs", "episodes", "train-way", "seeds", "workers", *STORES)
+
+
+def transfer_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of the pre-training and fine-tuning jobs."""
+    return job_parser(description, "data-root", "epochs", "batch-size", "image-size", "workers", *STORES)
 
 
 def stores(args: argparse.Namespace) -> Stores:
@@ -77,43 +102,6 @@ def stores(args: argparse.Namespace) -> Stores:
     results = (args.results or Path(os.environ.get("FEWSHOT_RESULTS", "results"))).expanduser().resolve()
     uri = absolute_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri(results)
     return Stores(results, uri)
-
-
-def add_data_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", type=Path, help="dataset root (default: the built-in dataset)")
-
-
-def add_device_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-
-def add_workers_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per run (data parallel)")
-
-
-def sweep_parser(description: str) -> argparse.ArgumentParser:
-    """The flags every sweep shares; each of ``--data-root``... is a shortcut for a config override."""
-    parser = job_parser(description)
-    add_data_flag(parser)
-    parser.add_argument("--epochs", type=int, help="training epochs per run")
-    parser.add_argument("--episodes", type=int, help="training episodes per epoch")
-    parser.add_argument("--train-way", type=int, help="classes per training episode")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (table: mean ± std)")
-    add_workers_flag(parser)
-    add_store_flags(parser)
-    return parser
-
-
-def transfer_parser(description: str) -> argparse.ArgumentParser:
-    """The flags of the pre-training and fine-tuning jobs."""
-    parser = job_parser(description)
-    add_data_flag(parser)
-    parser.add_argument("--epochs", type=int, help="training epochs")
-    parser.add_argument("--batch-size", type=int, help="global mini-batch size (split between workers)")
-    parser.add_argument("--image-size", type=int, help="image side in pixels (images are resized to it)")
-    add_workers_flag(parser)
-    add_store_flags(parser)
-    return parser
 
 
 def sweep_config(args: argparse.Namespace, extra: Iterable[str] = ()) -> ExperimentConfig:

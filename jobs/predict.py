@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fewshot.cli import add_device_flag, job_parser, run_job
+from fewshot.cli import job_parser, run_job
 from fewshot.data.cache import load_bank
 from fewshot.data.predictions import write_predictions
 from fewshot.data.tables import read_image_csv
@@ -51,13 +51,11 @@ def main(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = job_parser(__doc__.splitlines()[0], overrides=False)
+    p = job_parser(__doc__.splitlines()[0], "checkpoint", "device", overrides=False)
     p.add_argument("image_csv", type=Path)
     p.add_argument("image_dir", type=Path)
     p.add_argument("testcase_csv", type=Path)
     p.add_argument("output_csv", type=Path)
-    p.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt of a training run")
-    add_device_flag(p)
     return p
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import add_store_flags, job_parser, run_job, stores
+from fewshot.cli import STORES, job_parser, run_job, stores
 from fewshot.errors import FewshotError
 from fewshot.tracking.runs import RunRecord, Tracker
 from fewshot.tracking.tables import GROUP_TAG, compare, gather_runs, publish
@@ -39,12 +39,11 @@ def _latest_sweep(tracker: Tracker, study: str) -> RunRecord:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = job_parser(__doc__.splitlines()[0], overrides=False)
+    p = job_parser(__doc__.splitlines()[0], *STORES, overrides=False)
     p.add_argument("--study", default="distance", help="MLflow experiment (distance, shots, ...)")
     p.add_argument("--run", help="parent run id (default: the latest sweep of the study)")
     p.add_argument("--by", help="tag to group by (default: the sweep's own)")
     p.add_argument("--out", type=Path, help="folder for the table and plot (default: the sweep's results folder)")
-    add_store_flags(p)
     return p
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import add_data_flag, add_device_flag, job_parser, run_job
+from fewshot.cli import job_parser, run_job
 from fewshot.runtime import select_device
 from fewshot.viz.tsne import checkpoint_tsne
 
@@ -24,15 +24,12 @@ def main(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = job_parser(__doc__.splitlines()[0], overrides=False)
-    p.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt of a training run")
-    add_data_flag(p)
+    p = job_parser(__doc__.splitlines()[0], "checkpoint", "data-root", "device", overrides=False)
     p.add_argument("--split", help="split to draw classes from (default: the validation split)")
     p.add_argument("--out", type=Path, help="PNG to write (default: tsne.png beside the checkpoint)")
     p.add_argument("--classes", type=int, default=5)
     p.add_argument("--per-class", type=int, default=30, help="real images per class")
     p.add_argument("--fakes", type=int, default=30, help="hallucinated features per class")
-    add_device_flag(p)
     return p
 
 

@@ -17,15 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fewshot.cli import (
-    EXIT_INTERRUPTED,
-    add_data_flag,
-    add_store_flags,
-    job_parser,
-    parse_override_map,
-    run_job,
-    stores,
-)
+from fewshot.cli import EXIT_INTERRUPTED, STORES, job_parser, parse_override_map, run_job, stores
 from fewshot.config.loading import load_config
 from fewshot.errors import ConfigError
 from fewshot.orchestration.study import Study, latest_study, new_study
@@ -34,7 +26,7 @@ from fewshot.search import check_space, config_type, load_space
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = job_parser(__doc__.splitlines()[0])
+    parser = job_parser(__doc__.splitlines()[0], "data-root", *STORES)
     parser.add_argument("--space", type=Path, help="search space YAML (see tune_spaces/)")
     parser.add_argument("--samples", type=int, help="number of trials (default: the space's samples)")
     parser.add_argument("--grid", action="store_true", help="run every point of the space's grid, without ASHA")
@@ -42,8 +34,6 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-trial", type=int, help="CPUs per trial (default: 1)")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="DIR",
                         help="continue an interrupted study (default: the latest one)")  # fmt: skip
-    add_data_flag(parser)
-    add_store_flags(parser)
     return parser
 
 

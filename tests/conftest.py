@@ -1,19 +1,31 @@
-"""Shared fixtures: an isolated cache folder, and small datasets written in the layouts users bring."""
+"""Shared fixtures: an isolated cache folder, small datasets written in the layouts users bring, the jobs as
+scripts, and one local Ray head that the tests which can share a cluster share."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import ray
 import torch
 from torchvision.io import write_jpeg
 
 from fewshot.data.transforms import EpisodeTensors
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SHARED_RAY = pytest.mark.xdist_group("shared-ray")  # the modules that use ray_head run in one pytest worker
 
 
 def load_job(name: str) -> ModuleType:
@@ -130,3 +142,84 @@ class StopAfter:
     def report(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
         if epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+def job_env(cache: Path, head: RayHead | None = None) -> dict[str, str]:
+    """The environment of a job run as a script: the test's cache; on ``head``'s cluster, else a private Ray."""
+    base = head.env if head is not None else {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return base | {"FEWSHOT_CACHE": str(cache)}
+
+
+def run_script(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``python jobs/<script> args...`` from the repository root, its output captured."""
+    command = [sys.executable, f"jobs/{script}", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RayHead:
+    address: str  # the cluster's GCS address: for ray.init and RAY_ADDRESS
+    dashboard: str  # for ray job submit
+    env: dict[str, str]  # what a process joining it needs: the venv on PATH, auth off, RAY_ADDRESS
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """One ``ray start --head`` (2 CPUs, auth disabled: a loopback-only cluster) for every test that can share a
+    cluster; the fault tests start their own. ``--block`` keeps it in the foreground: stopping it stops its own
+    processes and only those (``ray stop`` would stop every Ray on the machine)."""
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
+             # its own agent port: the default one may belong to another Ray on this machine (then no job agent)
+             f"--dashboard-agent-listen-port={free_port()}"]  # fmt: skip
+    process = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address, api = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
+    # RAY_API_SERVER_ADDRESS: the state API of Ray's own helpers (Train's placement-group cleaner) finds this
+    # cluster, not another one running beside it (a fault test's)
+    head = RayHead(address, api, {**env, "RAY_ADDRESS": address, "RAY_API_SERVER_ADDRESS": api})
+    try:
+        _wait_for_dashboard(head.dashboard, process)
+        yield head
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        current = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would clean up after this head
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+
+
+@pytest.fixture(scope="module")
+def shared_ray(ray_head: RayHead) -> Iterator[RayHead]:
+    """This test process connected to the shared head for the module's tests."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_API_SERVER_ADDRESS", ray_head.dashboard)
+    ray.init(address=ray_head.address)
+    yield ray_head
+    ray.shutdown()
+    patch.undo()
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}")
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"Ray dashboard at {address} did not answer in {timeout:.0f}s")

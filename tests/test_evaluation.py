@@ -1,5 +1,3 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform,
 from fewshot.evaluation import evaluate
 from fewshot.methods.build import build_method
 from fewshot.training.run import run
-from tests.conftest import load_job, tiny_overrides
+from tests.conftest import load_job, run_script, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,20 +81,10 @@ def test_evaluate_without_answers_predicts_but_does_not_score(tiny_builtin: Path
 
 
 def test_jobs_report_user_errors_in_one_line(tiny_builtin: Path, tmp_path: Path) -> None:
-    train = subprocess.run(
-        [sys.executable, "jobs/train.py", "train.optim.lrr=1", f"data.root={tiny_builtin}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    train = run_script("train.py", "train.optim.lrr=1", f"data.root={tiny_builtin}")
     assert train.returncode == 2
     assert train.stderr.strip() == "error: unknown key 'train.optim.lrr' (did you mean 'lr'?)"
-    predict = subprocess.run(
-        [sys.executable, "jobs/predict.py", "a.csv", "imgs", "t.csv", "o.csv", "--checkpoint", str(tmp_path / "x.pt")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    predict = run_script("predict.py", "a.csv", "imgs", "t.csv", "o.csv", "--checkpoint", str(tmp_path / "x.pt"))
     assert predict.returncode == 2 and "Traceback" not in predict.stderr
     assert predict.stderr.strip() == f"error: checkpoint {tmp_path / 'x.pt'} does not exist"
 
@@ -117,16 +105,11 @@ def test_mean_colour_baseline_reads_colour_and_only_colour(course_data, tiny_bui
 
 def test_prepare_data_job_checks_decodes_and_summarises(tiny_builtin: Path) -> None:
     args = [f"data.root={tiny_builtin}", "data.image_size=32", "eval.query=10", "data.n_val_episodes=20"]
-    done = subprocess.run(
-        [sys.executable, "jobs/prepare_data.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    done = run_script("prepare_data.py", *args, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "160 images, 8 classes (20-20 per class)" in done.stdout
     assert "20 × 5-way 1-shot 10-query" in done.stdout
-    bad = subprocess.run(
-        [sys.executable, "jobs/prepare_data.py", f"data.root={tiny_builtin}", "train.way=50"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    bad = run_script("prepare_data.py", f"data.root={tiny_builtin}", "train.way=50", timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: 50-way 1-shot 15-query episodes need 50 classes, but the data has only 8"
 
@@ -137,22 +120,25 @@ def test_tsne_job_draws_from_a_hallucination_checkpoint_and_refuses_a_protonet_o
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
     run(config, tmp_path / "protonet")
     overrides = tiny_overrides(tiny_builtin, method="hallucination", output_dir=tmp_path / "hallucination")
-    trained = subprocess.run(
-        [sys.executable, "jobs/train.py", *overrides, "train.epochs=1"], cwd=REPO, capture_output=True, text=True
-    )
+    trained = run_script("train.py", *overrides, "train.epochs=1")
     assert trained.returncode == 0, trained.stderr
     assert (tmp_path / "hallucination" / "tsne.png").is_file()  # the training job draws one for every such run
     assert not (tmp_path / "protonet" / "tsne.png").exists()  # a run itself draws nothing: its caller decides
     out = tmp_path / "again.png"
-    drawn = subprocess.run(
-        [sys.executable, "jobs/tsne.py", "--checkpoint", str(tmp_path / "hallucination" / "best.pt"), "--out",
-         str(out), "--classes", "3", "--per-class", "6", "--fakes", "5"],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+    drawn = run_script(
+        "tsne.py",
+        "--checkpoint",
+        str(tmp_path / "hallucination" / "best.pt"),
+        "--out",
+        str(out),
+        "--classes",
+        "3",
+        "--per-class",
+        "6",
+        "--fakes",
+        "5",
+    )
     assert drawn.returncode == 0, drawn.stderr
     assert out.is_file()
-    refused = subprocess.run(
-        [sys.executable, "jobs/tsne.py", "--checkpoint", str(tmp_path / "protonet" / "best.pt")],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
+    refused = run_script("tsne.py", "--checkpoint", str(tmp_path / "protonet" / "best.pt"))
     assert refused.returncode == 2 and "holds a protonet model" in refused.stderr and "Traceback" not in refused.stderr

@@ -1,6 +1,5 @@
-"""The package's layers point one way: a module imports only from its own package or a lower layer, read from
-the modules' own imports — so the order stays true as the code changes. Ray lives in ``orchestration`` alone,
-MLflow in ``tracking`` alone."""
+"""The package's layers point one way, read from the modules' own imports so the order stays true: a module
+imports from its own package or a lower layer only. Ray lives in ``orchestration`` alone, MLflow in ``tracking``."""
 
 from __future__ import annotations
 
@@ -10,54 +9,31 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fewshot"
-
-# Lowest first. A unit may import from itself and from units of a lower layer, never from a higher one.
-LAYERS = [
+LAYERS = [  # lowest first
     {"errors", "atomic", "paths"},
     {"runtime", "precision", "checkpoint"},
-    {"config"},
-    {"data"},
-    {"models"},
-    {"methods"},
-    {"evaluation"},
-    {"training"},
-    {"viz"},
-    {"search"},
-    {"tracking"},
-    {"orchestration"},
-    {"cli"},
+    *({unit} for unit in ("config", "data", "models", "methods", "evaluation", "training", "viz", "search")),
+    *({unit} for unit in ("tracking", "orchestration", "cli")),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 ONLY_IN = {"ray": "orchestration", "mlflow": "tracking"}
-
-
-def _modules() -> list[Path]:
-    return sorted(path for path in PACKAGE.rglob("*.py"))
+MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
 def _unit(path: Path) -> str:
     return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module ``path`` imports (at any depth: inside functions too)."""
+def _violations(path: Path, unit: str) -> list[str]:
+    """What is wrong with the imports of ``path`` (at any depth, inside functions too), a module of ``unit``."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return names
-
-
-def test_every_unit_has_a_layer() -> None:
-    assert {_unit(path) for path in _modules()} - {"__init__"} == set(RANK)
-
-
-def _violations(path: Path, unit: str) -> list[str]:
-    """What is wrong with the imports of ``path``, a module of ``unit``."""
     found = []
-    for name in sorted(_imports(path)):
+    for name in sorted(names):
         top, *rest = name.split(".")
         if top in ONLY_IN and unit != ONLY_IN[top]:
             found.append(f"fewshot.{unit} ({path.name}) imports {name}: only fewshot.{ONLY_IN[top]} may")
@@ -66,7 +42,11 @@ def _violations(path: Path, unit: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_unit_has_a_layer() -> None:
+    assert {_unit(path) for path in MODULES} - {"__init__"} == set(RANK)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_down_and_frameworks_stay_in_their_package(path: Path) -> None:
     assert _violations(path, _unit(path)) == []
 

@@ -3,23 +3,18 @@ left RUNNING and nothing is written."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from fewshot.tracking.tables import compare
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import job_env, run_script
 
 
 def _job(script: str, *args: str, results: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, f"jobs/{script}", "--results", str(results), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return run_script(script, "--results", str(results), *args, env=job_env(results.parent / "cache"), timeout=300)
 
 
 @pytest.mark.parametrize("script", ["sweep_distance.py", "pretrain_byol.py", "finetune_office.py"])

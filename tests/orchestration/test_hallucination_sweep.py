@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import SHARED_RAY, RayHead, job_env, run_script
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, SHARED_RAY]
 
 
 def test_method_comparison_runs_every_method_and_logs_tsne(
-    tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
+    ray_head: RayHead, tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:
     results = tmp_path / "results"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FEWSHOT_CACHE": str(isolated_cache)}
-    done = subprocess.run(
-        [sys.executable, "jobs/sweep_hallucination.py", "--part", "methods", "--data-root", str(tiny_builtin),
-         "--results", str(results), "--epochs", "1", "--episodes", "3", "data.image_size=32",
-         "data.n_val_episodes=20", "train.val_episodes=10", "eval_episode.query=10", "afhn.pretrain_epochs=0"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    done = run_script(
+        "sweep_hallucination.py", "--part", "methods", "--data-root", str(tiny_builtin), "--results", str(results),
+        "--epochs", "1", "--episodes", "3", "data.image_size=32", "data.n_val_episodes=20", "train.val_episodes=10",
+        "eval_episode.query=10", "afhn.pretrain_epochs=0", env=job_env(isolated_cache, ray_head), timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")

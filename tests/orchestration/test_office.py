@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import SHARED_RAY, RayHead, job_env, run_script
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, SHARED_RAY]
 
 TINY = ["--epochs", "1", "--pretrain-epochs", "1", "--image-size", "16", "--batch-size", "4",
         "pretrain.train.batch_size=40", "pretrain.data.n_val_episodes=10", "pretrain.train.val_episodes=5",
         "pretrain.eval_episode.query=5", "pretrain.byol.hidden=64", "pretrain.byol.projection=16"]  # fmt: skip
 
 
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "jobs/finetune_office.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+def _run(args: list[str], env: dict[str, str] | None = None):
+    return run_script("finetune_office.py", *args, env=env)
 
 
 def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
-    tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
+    ray_head: RayHead, tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:
     results = tmp_path / "results"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FEWSHOT_CACHE": str(isolated_cache)}
+    env = job_env(isolated_cache, ray_head)
     done = _run(["--data-root", str(tiny_builtin), "--results", str(results), *TINY], env)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
@@ -82,7 +78,7 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
 def test_a_bad_checkpoint_is_a_one_line_error_before_training(tmp_path: Path) -> None:
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"not a checkpoint")
-    done = _run(["--settings", "BD", "--supervised", str(bad), "--results", str(tmp_path)], dict(os.environ))
+    done = _run(["--settings", "BD", "--supervised", str(bad), "--results", str(tmp_path)])
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {bad} is truncated or corrupt")
     assert not (tmp_path / "office-settings").exists()

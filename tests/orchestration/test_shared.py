@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +10,12 @@ import ray
 
 from fewshot.data.tables import ImageTable, open_split
 from fewshot.orchestration.shared import SharedBanks
+from tests.conftest import SHARED_RAY, RayHead
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.ray, SHARED_RAY]
 
 MIB = 2**20
 SIZE = 84
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def _table(tmp_path: Path, n: int) -> ImageTable:
@@ -49,7 +42,7 @@ def _read_all(banks: SharedBanks, table: ImageTable, copy: bool) -> tuple[int, i
     return grown, checksum
 
 
-def test_concurrent_readers_share_one_copy_of_the_dataset(local_ray: None, tmp_path: Path) -> None:
+def test_concurrent_readers_share_one_copy_of_the_dataset(shared_ray: RayHead, tmp_path: Path) -> None:
     n = 4096  # 4096 images of 3x84x84: 83 MiB
     table = _table(tmp_path, n)
     images = np.random.default_rng(0).integers(0, 256, (n, 3, SIZE, SIZE), dtype=np.uint8)
@@ -64,7 +57,7 @@ def test_concurrent_readers_share_one_copy_of_the_dataset(local_ray: None, tmp_p
     assert shared[0][1] == shared[1][1] == copied[1]
 
 
-def test_unknown_or_changed_splits_fall_back_to_the_disk_cache(local_ray: None, tiny_builtin: Path) -> None:
+def test_unknown_or_changed_splits_fall_back_to_the_disk_cache(shared_ray: RayHead, tiny_builtin: Path) -> None:
     table = open_split(tiny_builtin, "train")
     stale = SharedBanks().share(table, 32, False, np.zeros((len(table) - 1, 3, 32, 32), np.uint8))
     bank = stale.load(table, 32, False, None)  # the split changed since it was shared: decoded from disk

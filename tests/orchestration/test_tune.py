@@ -19,8 +19,7 @@ from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig, FinetuneConfig
 from fewshot.errors import ConfigError
 from fewshot.orchestration.study import TrialPlan, plan_trials
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, SHARED_RAY, RayHead, job_env
 
 SPACE = """
 method: protonet
@@ -68,8 +67,9 @@ def test_impossible_trial_sizes_are_errors(cluster: dict[str, float], kwargs: di
         plan_trials(cluster, samples=4, **kwargs)
 
 
-def _tune(results: Path, cache: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FEWSHOT_CACHE": str(cache)}
+def _tune(results: Path, cache: Path, *args: str, head: RayHead | None = None) -> subprocess.Popen:
+    """``jobs/tune.py`` in the background, on ``head``'s cluster or (the fault tests) a Ray of its own."""
+    env = job_env(cache, head)
     command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--results", str(results), *args]
     log = (results.parent / f"tune-{time.monotonic_ns()}.log").open("w")
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -183,12 +183,15 @@ params:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_a_finetuning_study_tunes_office_runs(tiny_builtin: Path, tmp_path: Path, isolated_cache: Path) -> None:
+@SHARED_RAY
+def test_a_finetuning_study_tunes_office_runs(
+    ray_head: RayHead, tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
     space = tmp_path / "finetune.yaml"
     space.write_text(FINETUNE_SPACE)
     results = tmp_path / "results"
     results.mkdir()
-    process = _tune(results, isolated_cache, "--space", str(space), "--data-root", str(tiny_builtin))
+    process = _tune(results, isolated_cache, "--space", str(space), "--data-root", str(tiny_builtin), head=ray_head)
     assert process.wait(timeout=600) == 0, (next(tmp_path.glob("tune-*.log"))).read_text()[-3000:]
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tune-finetune")
