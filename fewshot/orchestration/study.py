@@ -20,6 +20,7 @@ from fewshot.atomic import write_text_atomic
 from fewshot.config.loading import config_dict, flatten, validate_config
 from fewshot.config.schema import TrainedConfig
 from fewshot.errors import ConfigError
+from fewshot.paths import ray_storage
 from fewshot.search import PARAM_TYPES, SearchSpace, check_space, config_type
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.studies import StudySummary
@@ -80,9 +81,9 @@ class Study:
     def experiment(self) -> str:
         return f"tune-{self.space['method']}"
 
-    @property
-    def results(self) -> Path:
-        return self.folder.parent.parent
+    def storage(self, folder: Path) -> str:
+        """Where Ray keeps the state of ``folder`` of this study (see :func:`~fewshot.paths.ray_storage`)."""
+        return ray_storage(folder, self.folder.parent.parent)  # the study's folder is <results>/tune/<name>
 
     def search_space(self) -> SearchSpace:
         return validate_config(SearchSpace, self.space, self.space_file, tags=PARAM_TYPES)

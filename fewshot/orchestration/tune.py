@@ -36,7 +36,6 @@ from fewshot.orchestration.shared import SharedBanks, share_banks
 from fewshot.orchestration.study import Study, StudyResult, TrialPlan, plan_trials
 from fewshot.orchestration.sweep import connect_ray
 from fewshot.orchestration.train import TrainJob, run_training
-from fewshot.paths import ray_storage
 from fewshot.search import SearchSpace
 from fewshot.tracking.runs import Tracker
 from fewshot.tracking.studies import COMPLETED, VERDICT_TAG, last_epoch, publish_study, settle_trial
@@ -56,28 +55,19 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     if resume:
         tracker.reopen(study.parent_run_id)
     plan = plan_trials(ray.cluster_resources(), study.samples, study.gpus_per_trial, study.cpus_per_trial)
-    log.info(
-        "study %s: %d trials, %d at a time, each %s",
-        study.name,
-        study.samples,
-        plan.concurrent,
-        plan.resources_per_worker,
-    )
+    sizes = f"{plan.concurrent} at a time, each {plan.resources_per_worker}"
+    log.info("study %s: %d trials, %s", study.name, study.samples, sizes)
     data = space.trial_config(space.midpoint(), base).data
     banks = share_banks(data, dirs=OFFICE_DIRS if space.method == "finetune" else FEWSHOT_DIRS)
     # The Tune side of a trial only waits on its Train run: it reserves memory, no CPU its workers could need.
+    context = TrialContext(study, space, base, plan, banks, study.storage(study.folder / "train"))
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(
-            _trial,
-            context=TrialContext(study, space, base, plan, banks, ray_storage(study.folder / "train", study.results)),
-        ),
-        {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
+        ray.tune.with_parameters(_trial, context=context), {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY}
     )
     try:
         if resume:  # Tune restores trials, scheduler, searcher and this run's callbacks from the folder
-            tuner = ray.tune.Tuner.restore(
-                ray_storage(study.folder, study.results), trainable, resume_unfinished=True, resume_errored=True
-            )
+            folder = study.storage(study.folder)
+            tuner = ray.tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = ray.tune.Tuner(
                 trainable,
@@ -85,7 +75,7 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
                 tune_config=_tune_config(study, space, base, plan),
                 run_config=ray.tune.RunConfig(
                     name=study.name,
-                    storage_path=ray_storage(study.folder.parent, study.results),
+                    storage_path=study.storage(study.folder.parent),
                     callbacks=[Verdicts(tracker.uri, study.parent_run_id)],
                     verbose=1,
                 ),

@@ -1,7 +1,7 @@
 """One training run, whatever its kind — the skeleton every run follows:
 
-    start (place, resume, write config.yaml, seed) -> the recipe builds model and task -> Trainer.fit
-    -> rank 0: reload the best checkpoint -> the recipe scores it and writes its outputs
+    start (place, find the state to resume, seed) -> the recipe reads the data, builds model and task ->
+    write config.yaml -> Trainer.fit -> rank 0: reload the best checkpoint -> the recipe scores it and writes
 
 What differs between kinds of run is a :class:`~fewshot.training.recipe.Recipe`, chosen by the config's type:
 few-shot episodes (:mod:`~fewshot.training.episodic`), backbone pre-training (:mod:`~fewshot.training.pretrain`)
