@@ -21,10 +21,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Two pytest workers: most of the suite waits on Ray and subprocesses, so two share the 2 cores well. The tests
-# that share one Ray head run in one worker (--dist loadgroup); each worker has its own session fixtures.
+# Two pytest workers, a test module in one worker (its module-scoped clusters start once); each worker starts
+# the shared Ray head (tests/conftest.py) when a test of its asks for it.
 test: lint
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

@@ -25,7 +25,6 @@ from fewshot.data.transforms import EpisodeTensors
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SHARED_RAY = pytest.mark.xdist_group("shared-ray")  # the modules that use ray_head run in one pytest worker
 
 
 def load_job(name: str) -> ModuleType:

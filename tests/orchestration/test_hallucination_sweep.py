@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import SHARED_RAY, RayHead, job_env, run_script
+from tests.conftest import RayHead, job_env, run_script
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, SHARED_RAY]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_method_comparison_runs_every_method_and_logs_tsne(

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import SHARED_RAY, RayHead, job_env, run_script
+from tests.conftest import RayHead, job_env, run_script
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, SHARED_RAY]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TINY = ["--epochs", "1", "--pretrain-epochs", "1", "--image-size", "16", "--batch-size", "4",
         "pretrain.train.batch_size=40", "pretrain.data.n_val_episodes=10", "pretrain.train.val_episodes=5",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import BIN, REPO, SHARED_RAY, RayHead, run_script
+from tests.conftest import BIN, REPO, RayHead, run_script
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, SHARED_RAY]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(

@@ -10,9 +10,9 @@ import ray
 
 from fewshot.data.tables import ImageTable, open_split
 from fewshot.orchestration.shared import SharedBanks
-from tests.conftest import SHARED_RAY, RayHead
+from tests.conftest import RayHead
 
-pytestmark = [pytest.mark.ray, SHARED_RAY]
+pytestmark = [pytest.mark.ray]
 
 MIB = 2**20
 SIZE = 84

@@ -7,9 +7,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 from mlflow import MlflowClient
 
 from fewshot.checkpoint import load_checkpoint
@@ -17,9 +19,18 @@ from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.tracking.runs import Tracker
-from tests.conftest import SHARED_RAY, RayHead, tiny_overrides
+from tests.conftest import tiny_overrides
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, SHARED_RAY]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A cluster of its own: a worker process is killed here, and Ray Train's global state from other clusters
+    in this process must not leak in."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
 
 
 def _job(root: Path, tmp_path: Path, tracker: Tracker, workers: int, **extra: object) -> TrainJob:
@@ -29,7 +40,7 @@ def _job(root: Path, tmp_path: Path, tracker: Tracker, workers: int, **extra: ob
 
 
 def test_two_data_parallel_workers_train_and_only_rank_0_logs(
-    shared_ray: RayHead, tiny_builtin: Path, tmp_path: Path
+    local_ray: None, tiny_builtin: Path, tmp_path: Path
 ) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     job = _job(tiny_builtin, tmp_path, tracker, workers=2)
@@ -41,7 +52,7 @@ def test_two_data_parallel_workers_train_and_only_rank_0_logs(
 
 
 def test_byol_pretraining_runs_data_parallel_on_two_workers(
-    shared_ray: RayHead, tiny_builtin: Path, tmp_path: Path
+    local_ray: None, tiny_builtin: Path, tmp_path: Path
 ) -> None:
     config = load_config(PretrainConfig, None, [
         f"data.root={tiny_builtin}", "data.image_size=16", "data.n_val_episodes=10", "eval_episode.query=5",
@@ -79,9 +90,7 @@ def _worker_pids() -> list[int]:
     return mine
 
 
-def test_a_killed_worker_resumes_from_its_last_checkpoint(
-    shared_ray: RayHead, tiny_builtin: Path, tmp_path: Path
-) -> None:
+def test_a_killed_worker_resumes_from_its_last_checkpoint(local_ray: None, tiny_builtin: Path, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     job = _job(tiny_builtin, tmp_path, tracker, workers=1, **{"train.epochs": 4, "train.episodes_per_epoch": 25})
     outcome: dict[str, object] = {}

@@ -19,7 +19,7 @@ from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig, FinetuneConfig
 from fewshot.errors import ConfigError
 from fewshot.orchestration.study import TrialPlan, plan_trials
-from tests.conftest import REPO, SHARED_RAY, RayHead, job_env
+from tests.conftest import REPO, RayHead, job_env
 
 SPACE = """
 method: protonet
@@ -127,16 +127,21 @@ def _check_resumed_study(results: Path, finished_before: dict[str, int]) -> None
     assert len((folder / "trials.csv").read_text().splitlines()) == 5
 
 
+def _study_with_a_finished_trial(results: Path, data: Path, cache: Path) -> subprocess.Popen:
+    """A ProtoNet study started by ``jobs/tune.py`` on a Ray of its own, once one of its trials has finished."""
+    (results.parent / "space.yaml").write_text(SPACE)
+    study = _tune(results, cache, "--space", str(results.parent / "space.yaml"), "--data-root", str(data))
+    _wait_for(lambda runs: any(t.info.status == "FINISHED" for t in _trials(runs)), results / "mlflow.db", study, 300)
+    return study
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ctrl_c_then_resume_finishes_the_study_without_rerunning_trials(
     tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:
-    (tmp_path / "space.yaml").write_text(SPACE)
-    results = tmp_path / "results"
-    study = _tune(results, isolated_cache, "--space", str(tmp_path / "space.yaml"), "--data-root", str(tiny_builtin))
-    store = results / "mlflow.db"
-    _wait_for(lambda runs: any(t.info.status == "FINISHED" for t in _trials(runs)), store, study, timeout=300)
+    results, store = tmp_path / "results", tmp_path / "results" / "mlflow.db"
+    study = _study_with_a_finished_trial(results, tiny_builtin, isolated_cache)
     study.send_signal(signal.SIGINT)
     assert study.wait(timeout=180) == 130
     runs = _runs(store)
@@ -152,11 +157,8 @@ def test_ctrl_c_then_resume_finishes_the_study_without_rerunning_trials(
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_killed_driver_leaves_a_study_that_resumes(tiny_builtin: Path, tmp_path: Path, isolated_cache: Path) -> None:
-    (tmp_path / "space.yaml").write_text(SPACE)
-    results = tmp_path / "results"
-    study = _tune(results, isolated_cache, "--space", str(tmp_path / "space.yaml"), "--data-root", str(tiny_builtin))
-    store = results / "mlflow.db"
-    _wait_for(lambda runs: any(t.info.status == "FINISHED" for t in _trials(runs)), store, study, timeout=300)
+    results, store = tmp_path / "results", tmp_path / "results" / "mlflow.db"
+    study = _study_with_a_finished_trial(results, tiny_builtin, isolated_cache)
     os.killpg(study.pid, signal.SIGKILL)  # the driver and the local Ray it started, at once
     study.wait(timeout=60)
     time.sleep(2)
@@ -183,7 +185,6 @@ params:
 
 @pytest.mark.slow
 @pytest.mark.ray
-@SHARED_RAY
 def test_a_finetuning_study_tunes_office_runs(
     ray_head: RayHead, tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:
