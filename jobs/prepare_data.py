@@ -22,12 +22,11 @@ class PrepareConfig(Strict):
     data: DataConfig = DataConfig()
     train: EpisodeSpec = EpisodeSpec()
     eval: EpisodeSpec = EpisodeSpec()
-    seed: int = 0
 
 
 def main(args: argparse.Namespace) -> None:
     config = load_config(PrepareConfig, args.config, args.overrides)
-    data = load_fewshot_data(config.data, config.train, config.eval, config.seed)
+    data = load_fewshot_data(config.data, config.train, config.eval)
     print(f"data root:        {data.root}")
     for name, bank in (("train", data.train), ("val", data.val)):
         per_class = np.bincount(bank.labels.numpy())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -62,7 +63,8 @@ def _run(root: Path, out: Path, seed: int):
     return run(config, out)
 
 
-def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path, tmp_path: Path) -> None:
+def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "cache"))  # this test's own generated episodes
     first, second = _run(tiny_builtin, tmp_path / "a", 3), _run(tiny_builtin, tmp_path / "b", 3)
     assert first.fit.history == [{**h, "episodes_per_s": g["episodes_per_s"]}
                                  for h, g in zip(second.fit.history, first.fit.history, strict=True)]  # fmt: skip
@@ -72,3 +74,7 @@ def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path,
     )  # same episodes, same answers
     other = _run(tiny_builtin, tmp_path / "c", 4)
     assert [h["loss"] for h in other.fit.history] != [h["loss"] for h in first.fit.history]
+    # Another seed trains differently but is scored on the same episodes: one generated set for the shape.
+    assert len(list((tmp_path / "cache" / "episodes").glob("*_gt.csv"))) == 1
+    ids = [pd.read_csv(run.outcome.predictions)["episode_id"].tolist() for run in (first, other)]
+    assert ids[0] == ids[1]

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # through the on-disk cache; a cluster passes one that reads a bank already shared in memory.
 BankLoader = Callable[[ImageTable, int, bool, Path | None], ImageBank]
 
+# Generated evaluation episodes depend on the data and the episode shape alone, never on a run's seed: every
+# run, seed and method of a comparison is scored on the same episodes.
+EPISODES_SEED = 0
 RESIDENT_SHARE = 0.25  # automatic residency: a bank may take this share of the GPU's free memory
 
 
@@ -60,7 +63,7 @@ def check_splits(
 
 
 def load_fewshot_data(
-    config: DataConfig, train_spec: EpisodeSpec, eval_spec: EpisodeSpec, seed: int = 0, load: BankLoader = load_bank
+    config: DataConfig, train_spec: EpisodeSpec, eval_spec: EpisodeSpec, load: BankLoader = load_bank
 ) -> FewShotData:
     """Read, validate and decode the train and validation splits and their evaluation episodes.
 
@@ -71,8 +74,8 @@ def load_fewshot_data(
     train_table = open_split(root, config.train_split)
     val_table = open_split(root, config.val_split)
     # Building a sampler checks that the data can fill such episodes (enough classes and images per class).
-    EpisodeSampler(train_table.label_indices(), train_table.classes, train_spec, seed)
-    testcase_path = config.val_episodes or _default_testcase(config, val_table, eval_spec, seed)
+    EpisodeSampler(train_table.label_indices(), train_table.classes, train_spec, 0)
+    testcase_path = config.val_episodes or _default_testcase(config, val_table, eval_spec)
     train = load(train_table, config.image_size, config.resize, config.cache_dir)
     val = load(val_table, config.image_size, config.resize, config.cache_dir)
     testcase, episodes = load_fixed_episodes(Path(testcase_path), val, eval_spec.way, eval_spec.shot)
@@ -92,7 +95,7 @@ def load_fewshot_data(
     return FewShotData(root, train, val, Path(testcase_path), testcase, episodes)
 
 
-def _default_testcase(config: DataConfig, table: ImageTable, spec: EpisodeSpec, seed: int) -> Path:
+def _default_testcase(config: DataConfig, table: ImageTable, spec: EpisodeSpec) -> Path:
     """The course's ``<split>_testcase.csv`` beside the split if it holds ``spec`` episodes, else a generated
     file of ``config.n_val_episodes`` seeded episodes in the cache (the same every time)."""
     folder = table.source.parent
@@ -100,13 +103,13 @@ def _default_testcase(config: DataConfig, table: ImageTable, spec: EpisodeSpec, 
     if beside.is_file() and _n_columns(beside) == 1 + spec.way * (spec.shot + spec.query):
         return beside
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(repr((table.ids, table.labels, spec, config.n_val_episodes, seed)).encode())
+    digest.update(repr((table.ids, table.labels, spec, config.n_val_episodes, EPISODES_SEED)).encode())
     path = (
         cache_root() / "episodes" / f"{config.val_split}-{spec.way}w{spec.shot}s{spec.query}q-{digest.hexdigest()}.csv"
     )
     if not path.is_file():
         log.info("generating %d fixed %s episodes into %s", config.n_val_episodes, spec, path)
-        testcase, truth = generate_testcase(table, spec, config.n_val_episodes, seed)
+        testcase, truth = generate_testcase(table, spec, config.n_val_episodes, EPISODES_SEED)
         write_fixed_episodes(path, testcase, truth)
     return path
 

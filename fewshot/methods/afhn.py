@@ -73,6 +73,8 @@ class AFHN(EpisodicMethod):
     ``ce`` and ``fake_ce``; G adds ``g_adv`` and ``anti_collapse``; the critic minimises ``d_adv + gp``.
     """
 
+    stage_pretraining: torch.Tensor  # 1.0 while the encoder trains alone (plain ProtoNet), else 0.0
+
     def __init__(
         self, encoder: nn.Module, distance: nn.Module, head: nn.Module | None, dim: int, config: AfhnConfig
     ) -> None:
@@ -82,10 +84,17 @@ class AFHN(EpisodicMethod):
         self.generator = Generator(dim, config.noise_dim, config.hidden)
         self.critic = Critic(dim, config.hidden)
         self.config = config
-        self.pretraining = config.pretrain_epochs > 0
+        # The stage is part of the model's state: a checkpoint saved during encoder pre-training predicts
+        # without fakes (its generator never trained), wherever it is loaded.
+        # (a float, not a bool: data-parallel workers broadcast buffers, which gloo does for floats)
+        self.register_buffer("stage_pretraining", torch.tensor(float(config.pretrain_epochs > 0)))
+
+    @property
+    def pretraining(self) -> bool:
+        return bool(self.stage_pretraining)
 
     def start_epoch(self, epoch: int) -> None:
-        self.pretraining = epoch <= self.config.pretrain_epochs
+        self.stage_pretraining.fill_(float(epoch <= self.config.pretrain_epochs))
 
     def hallucinate(self, features: torch.Tensor, m: int) -> torch.Tensor:
         """``(S, D)`` real features -> ``(S, m, D)`` fakes."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from fewshot.checkpoint import load_checkpoint
+from fewshot.checkpoint import CheckpointError, load_checkpoint
 from fewshot.config.loading import validate_config
 from fewshot.config.schema import ExperimentConfig
 from fewshot.methods.afhn import AFHN
@@ -40,5 +40,11 @@ def load_method(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[E
     state = load_checkpoint(checkpoint)
     config = validate_config(ExperimentConfig, state["config"], f"config stored in {checkpoint}")
     method = build_method(config)
-    method.load_state_dict(state["model"])
+    try:
+        method.load_state_dict(state["model"])
+    except RuntimeError as err:  # weights of another shape or method than the stored config describes
+        raise CheckpointError(
+            f"{checkpoint}: its weights do not fit the {config.method} model its config describes "
+            f"({' '.join(str(err).split())[:300]})"
+        ) from None
     return config, method.to(device)

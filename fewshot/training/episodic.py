@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def recipe(config: ExperimentConfig, load: BankLoader, placement: Placement) -> Built:
-    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode, seed=config.seed, load=load)
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode, load=load)
     method = build_method(config)
 
     def finish(run_dir: Path, device: torch.device) -> Outcome:

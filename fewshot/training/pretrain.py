@@ -38,7 +38,7 @@ def feature_probe(backbone: nn.Module, device: torch.device) -> ProtoNet:
 
 def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Built:
     spec = config.eval_episode
-    data = load_fewshot_data(config.data, spec, spec, seed=config.seed, load=load)
+    data = load_fewshot_data(config.data, spec, spec, load=load)
     monitored = data.val_episodes[: config.train.val_episodes]
 
     def validate(model: TrainedModule, device: torch.device) -> dict[str, float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -16,7 +16,7 @@ from fewshot.data.splits import BankLoader
 from fewshot.methods.base import TrainedModule
 from fewshot.training.loop import FitResult, Placement, Task
 
-C = TypeVar("C", bound=TrainedConfig, contravariant=True)
+C = TypeVar("C", bound=TrainedConfig)
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ class Built:
     finish: Callable[[Path, torch.device], Outcome]
 
 
-class Recipe(Protocol[C]):
-    def __call__(self, config: C, load: BankLoader, placement: Placement) -> Built: ...
+Recipe = Callable[[C, BankLoader, Placement], Built]  # a kind of run: config, its data loader, its placement
 
 
 @dataclass(frozen=True)
