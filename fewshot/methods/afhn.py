@@ -2,9 +2,9 @@
 
 A conditional generator ``G(s, z)`` hallucinates features of the class whose support feature is ``s``; a
 critic ``D(x, s)`` tells real features of that class (the episode's queries) from fakes, trained as a
-Wasserstein GAN with gradient penalty. Two regularisers shape G: the fakes must be classified as their class
-(classification regulariser), and two fakes from different noises must differ as much as their noises do
-(anti-collapse). Encoder, generator and critic each have their own optimiser and losses (see
+Wasserstein GAN with gradient penalty. Two regularisers shape G: prototypes made of the fakes alone must
+classify the episode's queries (classification regulariser), and two fakes from different noises must differ
+as much as their noises do (anti-collapse). Encoder, generator and critic each have their own optimiser and losses (see
 :meth:`AFHN.objectives`); the first ``pretrain_epochs`` epochs train the encoder alone, as plain ProtoNet.
 """
 
@@ -128,8 +128,10 @@ class AFHN(EpisodicMethod):
         logits = self._logits(query, support, fakes, batch)
         fake_labels = batch.support_labels.repeat_interleave(c.fakes)
         flat_fakes = fakes.flatten(0, 1)
-        real_prototypes = prototypes(self.head(support), batch.support_labels, batch.way)
-        fake_logits = self.distance(self.head(flat_fakes), real_prototypes)
+        # The classification regulariser (Li et al.): the queries classified by prototypes made of fakes alone.
+        # (Fakes classified against the real supports' prototypes instead would reward fakes that copy them.)
+        fake_prototypes = prototypes(self.head(flat_fakes), fake_labels, batch.way)
+        fake_logits = self.distance(self.head(query), fake_prototypes)
         # The critic sees features conditioned on their class's support feature; real ones are the queries.
         conditions = prototypes(support, batch.support_labels, batch.way).detach()
         real = query.detach()[same_class_partners(fake_labels, batch.query_labels)]
@@ -140,7 +142,7 @@ class AFHN(EpisodicMethod):
             wasserstein = (critic_real.mean() - critic_fake.mean()).item()
         losses = {
             "ce": F.cross_entropy(logits, batch.query_labels),
-            "fake_ce": c.classification_weight * F.cross_entropy(fake_logits, fake_labels),
+            "fake_ce": c.classification_weight * F.cross_entropy(fake_logits, batch.query_labels),
             "g_adv": -c.adversarial_weight * self.critic(flat_fakes, fake_conditions).mean(),
             "anti_collapse": c.anti_collapse_weight * anti_collapse(fakes[:, 0], fakes[:, 1], noise[:, 0], noise[:, 1]),
             "d_adv": critic_fake.mean() - critic_real.mean(),

@@ -116,6 +116,25 @@ def test_afhn_has_three_optimisers_with_their_own_losses() -> None:
     assert output.logits.shape == (12, 3)
 
 
+def test_afhn_classification_regulariser_classifies_queries_by_prototypes_of_fakes() -> None:
+    """As in Li et al.: prototypes made of the fakes alone classify the queries, so fakes that merely copy their
+    support earn no more than the support itself does."""
+    torch.manual_seed(0)
+    model = AFHN(nn.Flatten(), Euclidean(), None, DIM, AfhnConfig(noise_dim=8, hidden=16, fakes=3)).train()
+    model.start_epoch(1)
+    batch = _episode(way=3, shot=2, query=4)
+    torch.manual_seed(1)
+    output = model.step(batch)
+    torch.manual_seed(1)  # the same noise again
+    support, query = batch.support.flatten(1), batch.query.flatten(1)
+    fakes = model.generator(support, torch.randn(len(support), 3, 8)).flatten(0, 1)
+    fake_prototypes = prototypes(fakes, batch.support_labels.repeat_interleave(3), 3)
+    expected = nn.functional.cross_entropy(Euclidean()(query, fake_prototypes), batch.query_labels)
+    assert torch.allclose(output.losses["fake_ce"], expected)
+    copies = prototypes(support, batch.support_labels, 3)  # fakes that copy their support: ProtoNet's own loss
+    assert not torch.allclose(expected, nn.functional.cross_entropy(Euclidean()(query, copies), batch.query_labels))
+
+
 def _snapshot(module: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
