@@ -24,7 +24,7 @@ lint: $(STAMP)
 # Two pytest workers, a test module in one worker (its module-scoped clusters start once); each worker starts
 # the shared Ray head (tests/conftest.py) when a test of its asks for it.
 test: lint
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
