@@ -36,15 +36,6 @@ def load_job(name: str) -> ModuleType:
     return module
 
 
-LONGEST = ("test_office.py", "test_tune.py")  # minutes each: the A–E study, the Tune fault tests
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow end-to-end tests first, the longest modules leading: in two workers the long ones start at once
-    and the many quick ones fill the gaps, instead of the long ones starting last, one after another."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.path.name not in LONGEST))
-
-
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test session gets its own $FEWSHOT_CACHE, so tests never read or fill the user's cache."""
