@@ -41,12 +41,27 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Any ``torch.save``d dict (a checkpoint, a torchvision state dict), loaded with ``weights_only=True``."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: give the checkpoint file in it (best.pt or last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a save that never finished?")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_why(err)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dict of weights")
     return state
+
+
+def _why(err: Exception) -> str:
+    """torch's reason, without its advice to retry with ``weights_only=False``: loading an untrusted pickle runs
+    whatever code it holds, and a checkpoint from this project never needs it."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # not weights: an arbitrary pickle, or bytes that are no pickle at all
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+        return f"not a file of weights: {detail}; it was not unpickled, as that could run code"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

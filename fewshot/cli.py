@@ -21,8 +21,8 @@ from fewshot.config.loading import load_config, parse_override
 from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.data.splits import check_splits
 from fewshot.errors import FewshotError
-from fewshot.orchestration.sweep import Launch, Sweep, run_sweep
-from fewshot.orchestration.transfer import pretrain_backbone
+from fewshot.orchestration.sweep import Launch, Sizing, Sweep, run_sweeps
+from fewshot.orchestration.transfer import pretrain_backbones
 from fewshot.runtime import tune_allocator
 from fewshot.tracking.runs import Tracker, absolute_uri, default_tracking_uri
 
@@ -61,6 +61,9 @@ FLAGS: dict[str, dict[str, Any]] = {
     "image-size": {"type": int, "help": "image side in pixels (images are resized to it)"},
     "seeds": {"type": int, "default": 1, "help": "seeds per configuration (table: mean ± std)"},
     "workers": {"type": int, "default": 1, "help": "Ray Train workers per run (data parallel)"},
+    "max-concurrent": {"type": int, "help": "runs training at once, at most (default: as many as the cluster holds)"},
+    "gpus-per-run": {"type": float, "help": "fraction of a GPU per run worker (default 0.25 on a GPU cluster)"},
+    "cpus-per-run": {"type": int, "help": "CPUs per run (default: the cluster's CPUs shared by the runs in flight)"},
     "results": {
         "type": Path,
         "help": "folder for runs and the local MLflow store (default: $FEWSHOT_RESULTS or ./results)",
@@ -70,6 +73,7 @@ FLAGS: dict[str, dict[str, Any]] = {
     "device": {"default": "auto", "choices": ("auto", "cpu", "cuda")},
 }
 STORES = ("results", "tracking-uri")  # where runs are kept: see stores()
+SIZING = ("workers", "max-concurrent", "gpus-per-run", "cpus-per-run")  # how runs are sized: see sizing()
 
 
 def job_parser(description: str, *flags: str, overrides: bool = True) -> argparse.ArgumentParser:
@@ -89,12 +93,16 @@ def job_parser(description: str, *flags: str, overrides: bool = True) -> argpars
 
 def sweep_parser(description: str) -> argparse.ArgumentParser:
     """The flags every sweep shares; ``--data-root``, ``--epochs``... are shortcuts for config overrides."""
-    return job_parser(description, "data-root", "epochs", "episodes", "train-way", "seeds", "workers", *STORES)
+    parser = job_parser(description, "data-root", "epochs", "episodes", "train-way", "seeds", *SIZING, *STORES)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the latest sweep of this kind: train only what is missing"
+    )
+    return parser
 
 
 def transfer_parser(description: str) -> argparse.ArgumentParser:
     """The flags of the pre-training and fine-tuning jobs."""
-    return job_parser(description, "data-root", "epochs", "batch-size", "image-size", "workers", *STORES)
+    return job_parser(description, "data-root", "epochs", "batch-size", "image-size", *SIZING, *STORES)
 
 
 def stores(args: argparse.Namespace) -> Stores:
@@ -102,6 +110,13 @@ def stores(args: argparse.Namespace) -> Stores:
     results = (args.results or Path(os.environ.get("FEWSHOT_RESULTS", "results"))).expanduser().resolve()
     uri = absolute_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri(results)
     return Stores(results, uri)
+
+
+def sizing(args: argparse.Namespace) -> Sizing:
+    """How big each run is and how many train at once, from the flags."""
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise FewshotError(f"--max-concurrent {args.max_concurrent}: give at least 1")
+    return Sizing(args.workers, args.gpus_per_run, args.cpus_per_run, args.max_concurrent)
 
 
 def sweep_config(args: argparse.Namespace, extra: Iterable[str] = ()) -> ExperimentConfig:
@@ -120,15 +135,16 @@ def transfer_flags(args: argparse.Namespace, prefix: str = "") -> list[str]:
     return _as_overrides(flags)
 
 
-def sweep_job(make_sweep: Callable[[ExperimentConfig], Sweep]) -> Callable[[argparse.Namespace], None]:
-    """A sweep job's ``main``: build the sweep from the flags, run every seed of it, print its table."""
+def sweep_job(*makers: Callable[[ExperimentConfig], Sweep]) -> Callable[[argparse.Namespace], None]:
+    """A sweep job's ``main``: build each sweep from the flags, run every seed of all of them at once, print
+    their tables."""
 
     def main(args: argparse.Namespace) -> None:
-        where = stores(args)
-        sweep = make_sweep(sweep_config(args)).seeded(args.seeds)
-        comparison = run_sweep(sweep, where.tracker(), where.results, args.workers)
-        print(comparison.to_markdown())
-        print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")
+        where, base = stores(args), sweep_config(args)
+        sweeps = [make(base).seeded(args.seeds) for make in makers]
+        for comparison in run_sweeps(sweeps, where.tracker(), where.results, sizing(args), args.resume):
+            print(comparison.to_markdown())
+            print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")
 
     return main
 
@@ -141,7 +157,8 @@ def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
         overrides = [f"method={method}", *PRETRAIN_QUICK, *transfer_flags(args), *args.overrides]
         config = load_config(PretrainConfig, args.config, overrides)
         check_splits(config.data)
-        backbone = pretrain_backbone(config, Launch(where.tracker(), where.results, "pretrain", None, args.workers))
+        launch = Launch(where.tracker(), where.results, sizing(args))
+        (backbone,) = pretrain_backbones([config], launch)
         print(f"{method} backbone: {backbone}  (MLflow store: {where.tracking_uri})")
         kind = "ssl" if method == "byol" else "supervised"
         print(f"fine-tune it: python jobs/finetune_office.py --{kind} {backbone}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import FINETUNE_QUICK, PRETRAIN_QUICK, run_job, stores, transfer_flags, transfer_parser
+from fewshot.cli import FINETUNE_QUICK, PRETRAIN_QUICK, run_job, sizing, stores, transfer_flags, transfer_parser
 from fewshot.config.loading import load_config
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.orchestration.transfer import OfficeStudy, run_office
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrain-config", metavar="FILE", help="YAML config of the pre-trainings")
     parser.add_argument("--pretrain-epochs", type=int, help="pre-training epochs")
     parser.add_argument("--pretrain-image-size", type=int, help="pre-training image side (default: as fine-tuning)")
+    parser.add_argument("--resume", action="store_true", help="continue the latest study of these settings")
     return parser
 
 
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> None:
     study = OfficeStudy(
         finetune, backbone(args.supervised, "supervised"), backbone(args.ssl, "byol"), args.settings.upper()
     )
-    comparison = run_office(study, where.tracker(), where.results, args.workers)
+    comparison = run_office(study, where.tracker(), where.results, sizing(args), args.resume)
     print(comparison.to_markdown())
     print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")
 

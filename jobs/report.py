@@ -1,34 +1,58 @@
-"""Rebuild a sweep's comparison table and plot from the MLflow store alone.
+"""Rebuild a sweep's comparison table and plot from the MLflow store alone, or compare two runs.
 
 python jobs/report.py --study distance                 # the latest distance sweep
 python jobs/report.py --study shots --run <parent run id> --tracking-uri sqlite:////abs/mlflow.db
+python jobs/report.py --compare <run id> <run id>      # paired difference over the episodes both were scored on
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from fewshot.cli import STORES, job_parser, run_job, stores
+from fewshot.data.predictions import SCORES_FILE, mean_ci95, paired_difference
 from fewshot.errors import FewshotError
 from fewshot.tracking.runs import RunRecord, Tracker
-from fewshot.tracking.tables import GROUP_TAG, compare, gather_runs, publish
+from fewshot.tracking.tables import GROUP_TAG, publish, run_scores, sweep_table
 
 
 def main(args: argparse.Namespace) -> None:
     where = stores(args)
     tracker = where.tracker()
+    if args.compare:
+        compare_runs(tracker, *args.compare)
+        return
     run = tracker.get(args.run) if args.run else _latest_sweep(tracker, args.study)
     by = args.by or run.tags.get(GROUP_TAG)
     if not by:
         raise FewshotError(f"run {run.run_id} is not a sweep parent (no {GROUP_TAG!r} tag); pass --by TAG")
-    table = compare(gather_runs(tracker, run.run_id), by)
+    table = sweep_table(tracker, run.run_id, by)
     if table.empty:
         raise FewshotError(f"sweep {run.run_id} has no finished runs with a val_acc metric")
     out = (args.out or Path(run.tags.get("results_dir") or where.results / args.study / "report")).resolve()
     comparison = publish(tracker, run.run_id, table, by, run.name or args.study, out)
     print(comparison.to_markdown())
     print(f"written to {out} and logged on run {run.run_id}")
+
+
+def compare_runs(tracker: Tracker, first: str, second: str) -> None:
+    """Print both runs' scores and their paired difference, episode by episode."""
+    for run_id in (first, second):
+        if not tracker.exists(run_id):
+            raise FewshotError(f"run {run_id} is not in {tracker.uri}")
+    with tempfile.TemporaryDirectory(prefix="fewshot-compare-") as folder:
+        read = run_scores(tracker, Path(folder))
+        scores = [read(first), read(second)]
+    for run_id, score in zip((first, second), scores, strict=True):
+        if score is None:
+            raise FewshotError(f"run {run_id} has no {SCORES_FILE} artifact (a run that kept no per-episode scores)")
+    a, b = (score for score in scores if score is not None)
+    difference = paired_difference(a, b)
+    for run_id, score in ((first, a), (second, b)):
+        print(f"{tracker.get(run_id).name} ({run_id}): {mean_ci95(score.to_numpy())}")
+    print(f"difference, paired over {len(a)} episodes: {difference.mean:+.2f} ± {difference.ci95:.2f} points (95% CI)")
 
 
 def _latest_sweep(tracker: Tracker, study: str) -> RunRecord:
@@ -44,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="parent run id (default: the latest sweep of the study)")
     p.add_argument("--by", help="tag to group by (default: the sweep's own)")
     p.add_argument("--out", type=Path, help="folder for the table and plot (default: the sweep's results folder)")
+    p.add_argument("--compare", nargs=2, metavar="RUN", help="two run ids: their paired difference, episode by episode")
     return p
 
 

@@ -78,3 +78,74 @@ def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path,
     assert len(list((tmp_path / "cache" / "episodes").glob("*_gt.csv"))) == 1
     ids = [pd.read_csv(run.outcome.predictions)["episode_id"].tolist() for run in (first, other)]
     assert ids[0] == ids[1]
+
+
+def _saved_run(config: ExperimentConfig, path: Path) -> dict[str, torch.Tensor]:
+    """A few-shot checkpoint of a freshly built ``config`` model; returns its weights."""
+    from fewshot.config.loading import config_dict
+    from fewshot.methods.build import build_method
+
+    torch.manual_seed(1)
+    state = build_method(config).state_dict()
+    save_checkpoint(path, {"epoch": 1, "model": state, "config": config_dict(config)})
+    return state
+
+
+def test_model_init_starts_a_relation_run_from_a_euclidean_runs_encoder(tiny_builtin: Path, tmp_path: Path) -> None:
+    from fewshot.data.cache import load_bank
+    from fewshot.training import episodic
+    from fewshot.training.loop import Placement
+
+    euclidean = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
+    weights = _saved_run(euclidean, tmp_path / "euclidean.pt")
+    overrides = [*tiny_overrides(tiny_builtin), "model.distance=relation", f"model.init={tmp_path / 'euclidean.pt'}"]
+    relation = load_config(ExperimentConfig, None, overrides)
+    torch.manual_seed(2)
+    model = episodic.recipe(relation, load_bank, Placement(device=torch.device("cpu"))).model
+    own = model.state_dict()
+    encoder = [key for key in weights if key.startswith("encoder.")]
+    assert encoder and all(torch.equal(own[key], weights[key]) for key in encoder)
+    torch.manual_seed(2)
+    fresh = episodic.recipe(relation.model_copy(update={"model": relation.model.model_copy(update={"init": None})}),
+                            load_bank, Placement(device=torch.device("cpu"))).model.state_dict()  # fmt: skip
+    assert all(torch.equal(own[key], fresh[key]) for key in own if key.startswith("distance."))  # starts fresh
+    assert not all(torch.equal(own[key], fresh[key]) for key in encoder)
+
+
+def test_model_init_from_a_checkpoint_that_does_not_fit_is_one_line(tiny_builtin: Path, tmp_path: Path) -> None:
+    from fewshot.methods.build import build_method, initialise
+
+    wider = load_config(ExperimentConfig, None, [*tiny_overrides(tiny_builtin), "model.hidden=32"])
+    _saved_run(wider, tmp_path / "wide.pt")
+    model = build_method(load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin)))
+    with pytest.raises(CheckpointError, match=r"wide.pt: encoder\.\S+ has shape \(32, .*this model needs \(64, "):
+        initialise(model, tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        initialise(model, tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+        (lambda p: p.mkdir(), "is a folder: give the checkpoint file in it"),
+        (lambda p: p.write_bytes(bytes(range(256)) * 16), "is truncated or corrupt (not a file of weights"),
+        (lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 100), "is truncated or corrupt"),
+    ],
+    ids=["empty", "folder", "random", "bad-zip"],
+)
+def test_a_bad_checkpoint_file_is_one_line_that_never_advises_unsafe_loading(tmp_path: Path, make, message) -> None:
+    path = tmp_path / "best.pt"
+    make(path)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    text = str(caught.value)
+    assert text.startswith(f"checkpoint {path} {message}") and "\n" not in text
+    assert "weights_only" not in text and "False" not in text
+
+
+def test_resuming_from_an_empty_last_checkpoint_is_a_checkpoint_error(tiny_builtin: Path, tmp_path: Path) -> None:
+    (tmp_path / "last.pt").write_bytes(b"")
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
+    with pytest.raises(CheckpointError, match=r"last\.pt is empty"):
+        run(config, tmp_path)

@@ -134,3 +134,11 @@ def test_a_continuous_param_without_grid_values_cannot_be_grid_searched(tmp_path
         space.grid()
     stepped = load_space(_space(tmp_path, "params:\n  train.optim.lr: {type: float, low: 0.1, high: 0.3, step: 0.1}"))
     assert stepped.grid() == {"train.optim.lr": [0.1, 0.2, 0.3]}
+
+
+def test_afhn_space_searches_the_paper_and_the_report_variant() -> None:
+    space = load_space(SPACES / "afhn.yaml")
+    assert space.params["afhn.gan"].choices == ["wgan-gp", "bce"]
+    assert space.params["afhn.anti_collapse"].choices == ["paper", "ratio"]
+    config = space.trial_config({**space.midpoint(), "afhn.gan": "bce", "afhn.anti_collapse": "ratio"})
+    assert (config.afhn.gan, config.afhn.anti_collapse) == ("bce", "ratio")

@@ -74,6 +74,14 @@ class ModelConfig(Strict):
     cosine_scale: float = Field(10.0, gt=0)  # initial temperature of the cosine distance
     learn_scale: bool = True
     relation_hidden: int = Field(256, ge=1)
+    # start from a few-shot run's checkpoint: its encoder, and its head and distance where they fit (as the
+    # first course report started the parametric distance from a Euclidean-trained encoder)
+    init: Path | None = None
+
+    @field_validator("init")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:  # Ray workers run in folders of their own
+        return path.expanduser().resolve() if path is not None else None
 
 
 class HallucinationConfig(Strict):
@@ -95,9 +103,16 @@ class AfhnConfig(Strict):
     hidden: int = Field(400, ge=1)
     g_lr: float = Field(1e-4, gt=0)
     d_lr: float = Field(1e-4, gt=0)
-    adversarial_weight: float = Field(0.1, ge=0)  # of the generator's WGAN loss
+    adversarial_weight: float = Field(0.1, ge=0)  # of the generator's adversarial loss
     classification_weight: float = Field(1.0, ge=0)  # of cross-entropy on the fake features
-    anti_collapse_weight: float = Field(1.0, ge=0)
+    classification_warmup: int = Field(0, ge=0)  # epochs over which that weight rises linearly from 0
+    # wgan-gp: the paper's critic D(x, s), conditioned on the class, Wasserstein loss with gradient penalty;
+    # bce: a discriminator D(x) that does not see the class, sigmoid outputs trained with binary cross-entropy
+    gan: Literal["wgan-gp", "bce"] = "wgan-gp"
+    # paper: 1 / mean((1 - cos f) / (1 - cos z)) (Li et al.'s L_ar, inverted); ratio: |mean((1 - cos f) /
+    # (1 - cos z)) - 1| + |mean(||f1 - f2|| / ||z1 - z2||) - 1|
+    anti_collapse: Literal["paper", "ratio"] = "paper"
+    anti_collapse_weight: float = Field(0.01, ge=0)
     gradient_penalty: float = Field(10.0, ge=0)  # WGAN-GP's lambda
     pretrain_epochs: int = Field(0, ge=0)  # epochs of plain ProtoNet training before G and D join
 

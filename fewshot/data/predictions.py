@@ -39,6 +39,37 @@ def mean_ci95(per_episode: Sequence[float] | np.ndarray) -> Score:
     return Score(float(acc.mean() * 100), float(1.96 * acc.std() / np.sqrt(acc.size) * 100), acc)
 
 
+SCORES_FILE = "scores.csv"  # in a run folder and its MLflow run: each episode's (or image's) accuracy
+
+
+def write_scores(path: Path, ids: Sequence[str], score: Score) -> None:
+    """Write ``id,accuracy`` per scored item (an episode, or an image of a classification), atomically: what
+    a paired comparison of two runs scored on the same items needs."""
+    if len(ids) != len(score.per_episode):
+        raise ValueError(f"{len(ids)} ids for {len(score.per_episode)} scores")
+    frame = pd.DataFrame({"id": list(ids), "accuracy": score.per_episode})
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def read_scores(path: Path) -> pd.Series:
+    """A ``scores.csv`` as a series of accuracies indexed by item id."""
+    frame = pd.read_csv(path, dtype={"id": str})
+    if list(frame.columns) != ["id", "accuracy"]:
+        raise DataError(f"{path}: expected the columns id,accuracy, found {','.join(map(str, frame.columns))}")
+    return frame.set_index("id")["accuracy"]
+
+
+def paired_difference(scores: pd.Series, reference: pd.Series) -> Score:
+    """``scores - reference`` item by item, in points, with the 95% interval of that mean difference; both must
+    score the same items (the same episodes), else the difference would compare different tests."""
+    if len(scores) != len(reference) or set(scores.index) != set(reference.index):
+        raise DataError(
+            f"cannot pair {len(scores)} scored items with {len(reference)}: they were not scored on the same episodes"
+        )
+    return mean_ci95((scores - reference.reindex(scores.index)).to_numpy())
+
+
 def write_predictions(path: Path, episode_ids: Sequence[str], predictions: np.ndarray) -> None:
     """Write ``(n_episodes, n_query)`` predictions in the course format, atomically."""
     predictions = np.asarray(predictions)

@@ -2,10 +2,13 @@
 
 A conditional generator ``G(s, z)`` hallucinates features of the class whose support feature is ``s``; a
 critic ``D(x, s)`` tells real features of that class (the episode's queries) from fakes, trained as a
-Wasserstein GAN with gradient penalty. Two regularisers shape G: prototypes made of the fakes alone must
-classify the episode's queries (classification regulariser), and two fakes from different noises must differ
-as much as their noises do (anti-collapse). Encoder, generator and critic each have their own optimiser and losses (see
-:meth:`AFHN.objectives`); the first ``pretrain_epochs`` epochs train the encoder alone, as plain ProtoNet.
+Wasserstein GAN with gradient penalty (``afhn.gan=wgan-gp``; the course report's variant, ``bce``, has a
+discriminator ``D(x)`` that does not see the class, trained with binary cross-entropy). Two regularisers
+shape G: prototypes made of the fakes alone must classify the episode's queries (classification
+regulariser, its weight optionally warming up), and two fakes from different noises must differ as much as
+their noises do (anti-collapse, :func:`anti_collapse`). Encoder, generator and critic each have their own
+optimiser and losses (see :meth:`AFHN.objectives`); the first ``pretrain_epochs`` epochs train the encoder
+alone, as plain ProtoNet.
 """
 
 from __future__ import annotations
@@ -26,14 +29,18 @@ from fewshot.precision import full_precision
 
 class Critic(nn.Module):
     """``D(x, s)``: ``(features (B, D), conditions (B, D)) -> scores (B,)``; Linear(2D -> hidden) ->
-    LeakyReLU(0.2) -> Linear(hidden -> 1), no sigmoid (a Wasserstein critic)."""
+    LeakyReLU(0.2) -> Linear(hidden -> 1), no sigmoid (a Wasserstein critic, or the logit of a BCE
+    discriminator). Not ``conditional``, it sees the features alone: ``D(x)``, Linear(D -> hidden) first."""
 
-    def __init__(self, dim: int, hidden: int = 400) -> None:
+    def __init__(self, dim: int, hidden: int = 400, conditional: bool = True) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+        self.conditional = conditional
+        width = 2 * dim if conditional else dim
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
     def forward(self, features: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([features, conditions], dim=1)).squeeze(1)
+        inputs = torch.cat([features, conditions], dim=1) if self.conditional else features
+        return self.net(inputs).squeeze(1)
 
 
 CriticFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,13 +56,25 @@ def gradient_penalty(critic: CriticFn, real: torch.Tensor, fake: torch.Tensor, c
 
 @full_precision
 def anti_collapse(
-    fake1: torch.Tensor, fake2: torch.Tensor, noise1: torch.Tensor, noise2: torch.Tensor, eps: float = 1e-5
+    fake1: torch.Tensor,
+    fake2: torch.Tensor,
+    noise1: torch.Tensor,
+    noise2: torch.Tensor,
+    form: str = "paper",
+    eps: float = 1e-5,
 ) -> torch.Tensor:
-    """``mean((1 - cos(z1, z2)) / (1 - cos(f1, f2) + eps))``: large when two different noises give nearly the
-    same feature (mode collapse), small when the fakes spread at least as much as their noises."""
-    noise_gap = 1 - F.cosine_similarity(noise1, noise2, dim=1)
-    feature_gap = 1 - F.cosine_similarity(fake1, fake2, dim=1)
-    return (noise_gap / (feature_gap + eps)).mean()
+    """How much two fakes of one feature fail to spread as their noises do.
+
+    ``paper``: Li et al.'s ``L_ar = mean((1 - cos(f1, f2)) / (1 - cos(z1, z2)))``, inverted as G minimises it:
+    large when different noises give nearly the same feature (mode collapse), about 1 when the fakes spread as
+    much as their noises. ``ratio`` (the course report's form): ``|L_ar - 1|`` plus its Euclidean analogue
+    ``|mean(||f1 - f2|| / ||z1 - z2||) - 1|``, bounded near collapse and zero at the noises' own spread.
+    """
+    spread = (1 - F.cosine_similarity(fake1, fake2, dim=1)) / (1 - F.cosine_similarity(noise1, noise2, dim=1) + eps)
+    if form == "paper":
+        return 1 / (spread.mean() + eps)
+    distances = (fake1 - fake2).norm(dim=1) / ((noise1 - noise2).norm(dim=1) + eps)
+    return (spread.mean() - 1).abs() + (distances.mean() - 1).abs()
 
 
 def same_class_partners(labels: torch.Tensor, pool_labels: torch.Tensor) -> torch.Tensor:
@@ -63,6 +82,9 @@ def same_class_partners(labels: torch.Tensor, pool_labels: torch.Tensor) -> torc
     scores = torch.rand(len(labels), len(pool_labels), device=labels.device)
     scores = scores.masked_fill(labels[:, None] != pool_labels[None, :], -1.0)
     return scores.argmax(dim=1)
+
+
+D_LOSSES = {"wgan-gp": ("d_adv", "gp"), "bce": ("d_adv",)}  # the critic's losses, by ``AfhnConfig.gan``
 
 
 class AFHN(EpisodicMethod):
@@ -82,8 +104,9 @@ class AFHN(EpisodicMethod):
         self.encoder, self.distance = encoder, distance
         self.head = head if head is not None else nn.Identity()
         self.generator = Generator(dim, config.noise_dim, config.hidden)
-        self.critic = Critic(dim, config.hidden)
+        self.critic = Critic(dim, config.hidden, conditional=config.gan == "wgan-gp")
         self.config = config
+        self.fake_weight = config.classification_weight  # this epoch's weight of ``fake_ce`` (see start_epoch)
         # The stage is part of the model's state: a checkpoint saved during encoder pre-training predicts
         # without fakes (its generator never trained), wherever it is loaded.
         # (a float, not a bool: data-parallel workers broadcast buffers, which gloo does for floats)
@@ -94,7 +117,11 @@ class AFHN(EpisodicMethod):
         return bool(self.stage_pretraining)
 
     def start_epoch(self, epoch: int) -> None:
-        self.stage_pretraining.fill_(float(epoch <= self.config.pretrain_epochs))
+        c = self.config
+        self.stage_pretraining.fill_(float(epoch <= c.pretrain_epochs))
+        trained = epoch - c.pretrain_epochs  # epochs of G's training, this one included
+        ramp = min(1.0, max(trained, 0) / c.classification_warmup) if c.classification_warmup else 1.0
+        self.fake_weight = c.classification_weight * ramp
 
     def hallucinate(self, features: torch.Tensor, m: int) -> torch.Tensor:
         """``(S, D)`` real features -> ``(S, m, D)`` fakes."""
@@ -108,7 +135,7 @@ class AFHN(EpisodicMethod):
         return [
             Objective("model", model, ("ce", "fake_ce")),
             Objective("generator", list(self.generator.parameters()), g_losses, g_optim),
-            Objective("critic", list(self.critic.parameters()), ("d_adv", "gp"), d_optim),
+            Objective("critic", list(self.critic.parameters()), D_LOSSES[self.config.gan], d_optim),
         ]
 
     def logits(self, batch: EpisodeTensors) -> torch.Tensor:
@@ -135,20 +162,37 @@ class AFHN(EpisodicMethod):
         # The critic sees features conditioned on their class's support feature; real ones are the queries.
         conditions = prototypes(support, batch.support_labels, batch.way).detach()
         real = query.detach()[same_class_partners(fake_labels, batch.query_labels)]
-        fake_conditions = conditions[fake_labels]
-        critic_fake = self.critic(flat_fakes.detach(), fake_conditions)
-        critic_real = self.critic(real, fake_conditions)
+        adversarial, extras = self._adversarial(real, flat_fakes, conditions[fake_labels])
+        spread = anti_collapse(fakes[:, 0], fakes[:, 1], noise[:, 0], noise[:, 1], c.anti_collapse)
+        losses = {
+            "ce": F.cross_entropy(logits, batch.query_labels),
+            "fake_ce": self.fake_weight * F.cross_entropy(fake_logits, batch.query_labels),
+            "anti_collapse": c.anti_collapse_weight * spread,
+            **adversarial,
+        }
+        return StepOutput(losses, logits, extras)
+
+    def _adversarial(
+        self, real: torch.Tensor, fakes: torch.Tensor, conditions: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """G's adversarial loss (``g_adv``) and the critic's (``d_adv``, and ``gp`` for WGAN-GP)."""
+        c = self.config
+        critic_fake, critic_real = self.critic(fakes.detach(), conditions), self.critic(real, conditions)
+        generated = self.critic(fakes, conditions)
+        if c.gan == "bce":
+            ones, zeros = torch.ones_like(critic_real), torch.zeros_like(critic_fake)
+            d_adv = F.binary_cross_entropy_with_logits(critic_real, ones)
+            d_adv = d_adv + F.binary_cross_entropy_with_logits(critic_fake, zeros)
+            g_adv = F.binary_cross_entropy_with_logits(generated, torch.ones_like(generated))
+            return {"g_adv": c.adversarial_weight * g_adv, "d_adv": d_adv}, {}
         with torch.no_grad():
             wasserstein = (critic_real.mean() - critic_fake.mean()).item()
         losses = {
-            "ce": F.cross_entropy(logits, batch.query_labels),
-            "fake_ce": c.classification_weight * F.cross_entropy(fake_logits, batch.query_labels),
-            "g_adv": -c.adversarial_weight * self.critic(flat_fakes, fake_conditions).mean(),
-            "anti_collapse": c.anti_collapse_weight * anti_collapse(fakes[:, 0], fakes[:, 1], noise[:, 0], noise[:, 1]),
+            "g_adv": -c.adversarial_weight * generated.mean(),
             "d_adv": critic_fake.mean() - critic_real.mean(),
-            "gp": c.gradient_penalty * gradient_penalty(self.critic, real, flat_fakes.detach(), fake_conditions),
+            "gp": c.gradient_penalty * gradient_penalty(self.critic, real, fakes.detach(), conditions),
         }
-        return StepOutput(losses, logits, {"wasserstein": wasserstein})
+        return losses, {"wasserstein": wasserstein}
 
     def _features(self, batch: EpisodeTensors) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(torch.cat([batch.support, batch.query]))

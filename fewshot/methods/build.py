@@ -48,3 +48,25 @@ def load_method(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[E
             f"({' '.join(str(err).split())[:300]})"
         ) from None
     return config, method.to(device)
+
+
+SHARED_PARTS = ("encoder", "head", "distance")  # what a few-shot model can take from another's checkpoint
+
+
+def initialise(method: EpisodicMethod, checkpoint: Path) -> list[str]:
+    """Start ``method`` from a few-shot run's ``checkpoint``: its encoder, and its head and distance if it has
+    them in the same shapes (a relation head after a Euclidean run starts fresh); returns the parts taken."""
+    state = load_checkpoint(checkpoint)["model"]
+    own = method.state_dict()
+    taken = {k: v for k, v in state.items() if k.split(".")[0] in SHARED_PARTS and k in own}
+    for key, value in taken.items():
+        if value.shape != own[key].shape:
+            raise CheckpointError(
+                f"{checkpoint}: {key} has shape {tuple(value.shape)}, this model needs {tuple(own[key].shape)} "
+                "(trained at another image size or encoder width?)"
+            )
+    parts = sorted({key.split(".")[0] for key in taken})
+    if "encoder" not in parts:
+        raise CheckpointError(f"{checkpoint} holds no encoder weights this model can start from")
+    method.load_state_dict(taken, strict=False)
+    return parts

@@ -1,8 +1,10 @@
-"""A sweep: several configurations (× seeds) trained as Ray Train runs, tracked as one MLflow parent run
-with a child run each, and summarised in a comparison table logged on the parent.
+"""A sweep: several configurations (× seeds) trained as Ray Train runs at once, tracked as one MLflow parent
+run with a child run each, and summarised in a comparison table logged on the parent.
 
-A configuration that fails is recorded (child run FAILED with its error) and left out of the table; the
-sweep goes on with the others. Ctrl-C ends the current child and the parent as KILLED.
+:func:`train_runs` is the scheduler every study uses: each run is a Ray task that drives one Ray Train run,
+sized from the cluster (:func:`plan_runs`), as many in flight as fit. A configuration that fails is recorded
+(child run FAILED with its error) and left out of the table; the others go on. Ctrl-C stops the runs in
+flight and ends them and the parent as KILLED.
 """
 
 from __future__ import annotations
@@ -12,21 +14,27 @@ import os
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
+from ray.exceptions import RayTaskError
 
 from fewshot.atomic import write_text_atomic
-from fewshot.config.loading import flatten
-from fewshot.config.schema import ExperimentConfig, TrainedConfig
+from fewshot.config.loading import flatten, to_yaml
+from fewshot.config.schema import DataConfig, ExperimentConfig, TrainedConfig
 from fewshot.data.splits import check_splits
+from fewshot.data.tables import FEWSHOT_DIRS
 from fewshot.errors import FewshotError
+from fewshot.orchestration.shared import BankKey, SharedBanks, share_banks
+from fewshot.orchestration.study import TrialPlan, plan_trials
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.paths import ray_storage
 from fewshot.tracking.runs import PARENT_TAG, Tracker
-from fewshot.tracking.tables import GROUP_TAG, Comparison, compare, gather_runs, publish
+from fewshot.tracking.tables import GROUP_TAG, Comparison, publish, sweep_table
 
 log = logging.getLogger(__name__)
 
@@ -88,71 +96,243 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_sweep(sweep: Sweep, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:
-    """Train every variant in turn into ``results/<study>/``; returns the comparison table (also logged on the
-    parent run)."""
-    sweep.check_data()
-    connect_ray()
-    sweep_dir = results / sweep.study / f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with tracker.run(sweep.study, sweep.name, tags={"sweep": sweep.name, GROUP_TAG: sweep.group_by}) as parent:
-        tracker.set_tags(parent, {"results_dir": sweep_dir})
-        launch = Launch(tracker, results, sweep.study, parent, num_workers)
-        for index, variant in enumerate(sweep.variants, 1):
-            log.info("[%d/%d] %s", index, len(sweep.variants), variant.name)
-            run_variant(variant, sweep_dir / slug(variant.name), launch, prefix=sweep.name)
-        table = compare(gather_runs(tracker, parent), sweep.group_by)
-        if table.empty:
-            raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
-        return publish(tracker, parent, table, sweep.group_by, sweep.title, sweep_dir)
+@dataclass(frozen=True)
+class Sizing:
+    """How big each Ray Train run is and how many train at once (default: as many as the cluster holds)."""
+
+    workers: int = 1  # data-parallel Ray Train workers per run
+    gpus_per_run: float | None = None  # default on a GPU cluster: a quarter of a GPU a worker
+    cpus_per_run: int | None = None  # default: the cluster's CPUs shared between the runs in flight
+    max_concurrent: int | None = None
+
+
+AS_MANY_AS_FIT = Sizing()
 
 
 @dataclass(frozen=True)
 class Launch:
-    """What every run of a study shares: the MLflow store and experiment (``study``) it is tracked in, as a
-    child of ``parent`` if given; the results folder it is kept in; the Ray Train workers it trains on."""
+    """What every run of a scheduling round shares: the MLflow store, the results folder, the runs' size, the
+    decoded data they read."""
 
     tracker: Tracker
     results: Path
+    sizing: Sizing = AS_MANY_AS_FIT
+    banks: SharedBanks | None = None  # decoded splits in the object store, read by every run
+
+
+@dataclass(frozen=True)
+class Run:
+    """One Ray Train run to make: a variant, its folder, the MLflow experiment (``study``) and parent run it is
+    tracked in, its name's prefix, and the MLflow run it continues."""
+
+    variant: Variant
+    run_dir: Path
     study: str
     parent: str | None = None
-    num_workers: int = 1
+    prefix: str = ""
+    resume_run: str | None = None
 
 
 RUN_ID_FILE = "mlflow-run-id"  # in a run folder: the MLflow run its training logs into
+Trainer = Callable[[TrainJob], object]
 
 
-def run_variant(
-    variant: Variant, run_dir: Path, launch: Launch, prefix: str = "", resume_run: str | None = None
-) -> bool:
-    """Train ``variant`` as one Ray Train run (named ``<prefix>-<variant>-<run id>``) into ``run_dir``, tracked as
-    ``launch`` says, or in MLflow run ``resume_run`` again when it continues an interrupted training; returns
-    whether it finished. A failure is logged and recorded on the run (FAILED, with its error), not raised: one
-    failed configuration must not lose the others."""
-    tracker, parent = launch.tracker, launch.parent
-    method = getattr(variant.config, "method", None)
-    tags = {**({"method": method} if method else {}), "seed": variant.config.seed, **variant.tags}
-    if resume_run is not None:
-        run_id = resume_run
-        tracker.reopen(run_id)
-        if parent is not None:
-            tracker.set_tags(run_id, {PARENT_TAG: parent})
+def run_sweep(
+    sweep: Sweep, tracker: Tracker, results: Path, sizing: Sizing = AS_MANY_AS_FIT, resume: bool = False
+) -> Comparison:
+    """:func:`run_sweeps` of one sweep."""
+    return run_sweeps([sweep], tracker, results, sizing, resume)[0]
+
+
+def run_sweeps(
+    sweeps: Sequence[Sweep], tracker: Tracker, results: Path, sizing: Sizing = AS_MANY_AS_FIT, resume: bool = False
+) -> list[Comparison]:
+    """Train the variants of every sweep into ``results/<study>/``, all of them scheduled together, as many at
+    once as the cluster holds; returns each sweep's comparison table (also logged on its parent run). With
+    ``resume``, continue the latest sweep of each name instead: finished variants are kept, interrupted ones
+    continue from their checkpoints in their own MLflow runs."""
+    for sweep in sweeps:
+        sweep.check_data()
+    with ExitStack() as parents:
+        opened = [_open_sweep(sweep, tracker, results, resume, parents) for sweep in sweeps]
+        connect_ray()
+        runs = [run for _, _, sweep_runs in opened for run in sweep_runs]
+        if runs:
+            train_runs(runs, Launch(tracker, results, sizing, share_all(run.variant.config.data for run in runs)))
+        return [
+            _publish(sweep, tracker, parent, folder) for sweep, (parent, folder, _) in zip(sweeps, opened, strict=True)
+        ]
+
+
+def _open_sweep(
+    sweep: Sweep, tracker: Tracker, results: Path, resume: bool, parents: ExitStack
+) -> tuple[str, Path, list[Run]]:
+    """The sweep's parent run (new, or reopened to resume), its folder, and the runs it has left to train."""
+    parent, folder, resumed = open_parent(tracker, sweep.study, sweep.name, sweep.group_by, results, resume, parents)
+    runs = [Run(v, folder / slug(v.name), sweep.study, parent, sweep.name) for v in sweep.variants]
+    return parent, folder, unfinished(runs, tracker) if resumed else runs
+
+
+def open_parent(
+    tracker: Tracker, study: str, name: str, group_by: str, results: Path, resume: bool, parents: ExitStack
+) -> tuple[str, Path, bool]:
+    """The parent MLflow run of a sweep ``name`` (entered into ``parents``, so it ends as the block does), its
+    results folder, and whether it is the latest such sweep reopened (``resume``) rather than a new one."""
+    earlier = tracker.latest(study, "sweep", name) if resume else None
+    if resume and (earlier is None or "results_dir" not in earlier.tags):
+        raise FewshotError(f"no {name} to resume in {tracker.uri}; run it without --resume")
+    if earlier is not None:
+        folder = Path(earlier.tags["results_dir"])
+        log.info("resuming %s in %s (MLflow run %s)", name, folder, earlier.run_id)
     else:
-        run_id = tracker.start_run(launch.study, variant.name, parent, tags)
-    write_text_atomic(run_dir / RUN_ID_FILE, run_id + "\n")
+        folder = results / study / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags, resumed = {"sweep": name, GROUP_TAG: group_by}, earlier.run_id if earlier else None
+    parent = parents.enter_context(tracker.run(study, name, tags=tags, resume=resumed))
+    tracker.set_tags(parent, {"results_dir": folder})
+    return parent, folder, earlier is not None
+
+
+def _publish(sweep: Sweep, tracker: Tracker, parent: str, folder: Path) -> Comparison:
+    table = sweep_table(tracker, parent, sweep.group_by)
+    if table.empty:
+        raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
+    return publish(tracker, parent, table, sweep.group_by, sweep.title, folder)
+
+
+def unfinished(runs: Sequence[Run], tracker: Tracker) -> list[Run]:
+    """The runs left to train when a sweep resumes: a finished run is kept; one that started continues in its
+    own MLflow run (from its ``last.pt`` if it has one). A run folder of another config is an error."""
+    left = []
+    for run in runs:
+        written = run.run_dir / "config.yaml"
+        if written.is_file() and written.read_text() != to_yaml(run.variant.config):
+            raise FewshotError(
+                f"{run.run_dir} was trained with another config than {run.variant.name} has now; "
+                "start a new sweep (without --resume) to train this one"
+            )
+        id_file = run.run_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        if run_id is None or not tracker.exists(run_id):
+            left.append(run)
+        elif tracker.get(run_id).status != "FINISHED":
+            left.append(replace(run, resume_run=run_id))
+        else:
+            log.info("%s already finished (MLflow run %s)", run.variant.name, run_id)
+    return left
+
+
+def share_all(datasets: Iterable[DataConfig], dirs: tuple[str, ...] = FEWSHOT_DIRS) -> SharedBanks:
+    """The train and validation splits of every distinct dataset, decoded once into the object store."""
+    refs: dict[BankKey, ray.ObjectRef] = {}
+    for data in dict.fromkeys(datasets):
+        refs |= share_banks(data, dirs=dirs).refs
+    return SharedBanks(refs)
+
+
+def plan_runs(cluster: dict[str, float], runs: int, sizing: Sizing) -> TrialPlan:
+    """Size ``runs`` Ray Train runs like Tune's trials (a fraction of a GPU, or CPUs); ``concurrent`` counts
+    runs. On CPUs the runs in flight share the cluster's CPUs by default: one run alone gets them all."""
+    workers, cpus = sizing.workers, sizing.cpus_per_run
+    if cpus is None and not cluster.get("GPU"):
+        total = max(1, int(cluster.get("CPU", 1)))
+        cpus = max(1, total // min(runs * workers, total)) * workers
+    per_worker = None if cpus is None else max(1, cpus // workers)
+    plan = plan_trials(cluster, runs * workers, sizing.gpus_per_run, per_worker)
+    concurrent = max(1, plan.concurrent // workers)
+    return replace(plan, concurrent=min(concurrent, sizing.max_concurrent or concurrent))
+
+
+def train_runs(runs: Sequence[Run], launch: Launch, trainer: Trainer = run_training) -> list[bool]:
+    """Train every run as its own Ray Train run, as many at once as :func:`plan_runs` allows, the next one
+    starting as soon as one ends; returns whether each finished.
+
+    A run's MLflow run opens when it starts. A failure is logged and recorded on its run (FAILED, with its
+    error), not raised: one failed configuration must not lose the others. Ctrl-C (or an error of the
+    scheduler itself) stops the runs in flight and ends their MLflow runs KILLED before it propagates.
+    """
+    connect_ray()
+    plan = plan_runs(ray.cluster_resources(), len(runs), launch.sizing)
+    if len(runs) > 1:
+        log.info("%d runs, %d at a time, each worker %s", len(runs), plan.concurrent, plan.resources_per_worker)
+    waiting, flying = deque(enumerate(runs)), dict[ray.ObjectRef, tuple[int, str]]()
+    finished = [False] * len(runs)
     try:
-        tracker.log_params(run_id, flatten(variant.config))
-        attempt = time.strftime("%H%M%S") if resume_run is not None else ""  # a fresh Ray Train folder
-        name = "-".join(part for part in (prefix, slug(variant.name), run_id[:8], attempt) if part)
-        storage = ray_storage(run_dir.parent / "ray", launch.results)
-        job = TrainJob(variant.config, name, run_dir, storage, tracker.uri, run_id, launch.num_workers)
-        run_training(job)
-    except Exception as err:
-        log.error("%s failed: %s", variant.name, err)
-        tracker.finish(run_id, err)
-        return False
-    except BaseException as err:  # Ctrl-C (Ray's trainer turns SIGINT into SystemExit): end the run, stop
-        tracker.finish(run_id, err)
+        while waiting or flying:
+            while waiting and len(flying) < plan.concurrent:
+                index, run = waiting.popleft()
+                run_id = _open_run(run, launch)
+                flying[_train.remote(trainer, _train_job(run, launch, plan, run_id))] = (index, run_id)
+                log.info("[%d/%d] started %s", index + 1, len(runs), run.variant.name)
+            ready, _ = ray.wait(list(flying), num_returns=1, timeout=1.0)
+            for ref in ready:
+                index, run_id = flying.pop(ref)
+                finished[index] = _close_run(ref, run_id, runs[index].variant.name, launch.tracker)
+                done = len(runs) - len(waiting) - len(flying)
+                log.info(
+                    "[%d/%d] %s %s",
+                    done,
+                    len(runs),
+                    runs[index].variant.name,
+                    "finished" if finished[index] else "failed",
+                )
+    except BaseException as err:
+        for ref, (_, run_id) in flying.items():
+            ray.cancel(ref, force=True)  # its process ends, and the Ray Train run it drives with it
+            launch.tracker.finish(run_id, err)
         raise
+    return finished
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _train(trainer: Trainer, job: TrainJob) -> None:
+    """A run's driver: waits on its Ray Train run (whose workers hold the resources) wherever Ray places it."""
+    trainer(job)
+
+
+def _open_run(run: Run, launch: Launch) -> str:
+    """Start the run's MLflow run (or reopen the one it continues) with its params and tags."""
+    tracker, config = launch.tracker, run.variant.config
+    method = getattr(config, "method", None)
+    tags = {**({"method": method} if method else {}), "seed": config.seed, **run.variant.tags}
+    if run.resume_run is not None:
+        run_id = run.resume_run
+        tracker.reopen(run_id)
+        if run.parent is not None:
+            tracker.set_tags(run_id, {PARENT_TAG: run.parent})
+    else:
+        run_id = tracker.start_run(run.study, run.variant.name, run.parent, tags)
+    write_text_atomic(run.run_dir / RUN_ID_FILE, run_id + "\n")
+    tracker.log_params(run_id, flatten(config))
+    return run_id
+
+
+def _train_job(run: Run, launch: Launch, plan: TrialPlan, run_id: str) -> TrainJob:
+    attempt = time.strftime("%H%M%S") if run.resume_run is not None else ""  # a fresh Ray Train folder
+    name = "-".join(part for part in (run.prefix, slug(run.variant.name), run_id[:8], attempt) if part)
+    storage = ray_storage(run.run_dir.parent / "ray", launch.results)
+    return TrainJob(
+        run.variant.config,
+        name,
+        run.run_dir,
+        storage,
+        launch.tracker.uri,
+        run_id,
+        num_workers=launch.sizing.workers,
+        use_gpu=plan.use_gpu,
+        resources_per_worker=plan.resources_per_worker,
+        banks=launch.banks,
+    )
+
+
+def _close_run(ref: ray.ObjectRef, run_id: str, name: str, tracker: Tracker) -> bool:
+    """End a run's MLflow run as its task ended: FINISHED, or FAILED with its error."""
+    try:
+        ray.get(ref)
+    except Exception as err:
+        cause = err.cause if isinstance(err, RayTaskError) and err.cause is not None else err
+        log.error("%s failed: %s", name, cause)
+        tracker.finish(run_id, cause)
+        return False
     tracker.finish(run_id)
     return True
 

@@ -11,19 +11,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fewshot.config.loading import config_dict, to_yaml
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.data.splits import check_splits
-from fewshot.data.tables import OFFICE_DIRS
+from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import FewshotError
 from fewshot.models.resnet import load_backbone, resnet50_backbone
-from fewshot.orchestration.sweep import RUN_ID_FILE, Launch, Variant, connect_ray, run_variant
+from fewshot.orchestration.sweep import (
+    AS_MANY_AS_FIT,
+    RUN_ID_FILE,
+    Launch,
+    Run,
+    Sizing,
+    Variant,
+    connect_ray,
+    open_parent,
+    share_all,
+    train_runs,
+    unfinished,
+)
 from fewshot.tracking.runs import Tracker
-from fewshot.tracking.tables import GROUP_TAG, Comparison, compare, gather_runs, publish
+from fewshot.tracking.tables import Comparison, publish, sweep_table
 from fewshot.training.finetune import class_targets
 
 log = logging.getLogger(__name__)
@@ -49,22 +62,32 @@ def pretrain_dir(config: PretrainConfig, results: Path) -> Path:
     return results / "pretrain" / f"{config.method}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
-def pretrain_backbone(config: PretrainConfig, launch: Launch) -> Path:
-    """The ``backbone.pt`` of a finished pre-training of ``config``: reused if there is one, else trained as a
-    Ray Train run as ``launch`` says (resuming an interrupted one)."""
-    connect_ray()
-    run_dir = pretrain_dir(config, launch.results)
-    backbone = run_dir / "backbone.pt"
-    if backbone.is_file() and (run_dir / "config.yaml").read_text() == to_yaml(config):
-        log.info("%s pre-training already done: reusing %s", config.method, backbone)
-        return backbone
-    variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
-    earlier = _interrupted_run(launch.tracker, run_dir)
-    if earlier is not None:
-        log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
-    if not run_variant(variant, run_dir, launch, resume_run=earlier):
-        raise FewshotError(f"{config.method} pre-training failed; its MLflow run's 'error' tag says why ({run_dir})")
-    return backbone
+def pretrain_backbones(
+    configs: Sequence[PretrainConfig], launch: Launch, study: str = "pretrain", parent: str | None = None
+) -> list[Path]:
+    """The ``backbone.pt`` of a finished pre-training of each config: reused if there is one, else trained as
+    Ray Train runs, at once, as ``launch`` says, tracked in ``study`` under ``parent`` (an interrupted one
+    resumes from its ``last.pt``)."""
+    runs = []
+    for config in configs:
+        run_dir = pretrain_dir(config, launch.results)
+        if (run_dir / "backbone.pt").is_file() and (run_dir / "config.yaml").read_text() == to_yaml(config):
+            log.info("%s pre-training already done: reusing %s", config.method, run_dir / "backbone.pt")
+            continue
+        earlier = _interrupted_run(launch.tracker, run_dir)
+        if earlier is not None:
+            log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
+        variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
+        runs.append(Run(variant, run_dir, study, parent, resume_run=earlier))
+    if runs:
+        banks = share_all((run.variant.config.data for run in runs), FEWSHOT_DIRS)
+        for run, finished in zip(runs, train_runs(runs, replace(launch, banks=banks)), strict=True):
+            if not finished:
+                method = run.variant.config.method  # type: ignore[union-attr]
+                raise FewshotError(
+                    f"{method} pre-training failed; its MLflow run's 'error' tag says why ({run.run_dir})"
+                )
+    return [pretrain_dir(config, launch.results) / "backbone.pt" for config in configs]
 
 
 def _interrupted_run(tracker: Tracker, run_dir: Path) -> str | None:
@@ -106,30 +129,35 @@ class OfficeStudy:
         return [kind for kind in ("supervised", "ssl") if any(SETTINGS[s][0] == kind for s in self.settings)]
 
 
-def run_office(study: OfficeStudy, tracker: Tracker, results: Path, num_workers: int = 1) -> Comparison:
-    """Pre-train what the settings need, fine-tune once per setting, and publish the A–E table."""
-    connect_ray()
-    out = results / STUDY / f"settings-{study.settings}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with tracker.run(STUDY, f"settings-{study.settings}", tags={"sweep": STUDY, GROUP_TAG: "setting"}) as parent:
-        tracker.set_tags(parent, {"results_dir": out})
-        launch = Launch(tracker, results, STUDY, parent, num_workers)
-        backbones: dict[str, Path | None] = {"none": None}
-        for kind in study.needed():
-            source = getattr(study, kind)
-            if isinstance(source, PretrainConfig):
-                source = pretrain_backbone(source, launch)
-            backbones[kind] = source
-            tracker.set_tags(parent, {f"{kind}_backbone": source})
-        for index, setting in enumerate(study.settings, 1):
+def run_office(
+    study: OfficeStudy, tracker: Tracker, results: Path, sizing: Sizing = AS_MANY_AS_FIT, resume: bool = False
+) -> Comparison:
+    """Pre-train what the settings need (at once), fine-tune every setting (at once), publish the A–E table.
+    With ``resume``, continue the latest study of these settings: finished settings are kept."""
+    with ExitStack() as parents:
+        name = f"settings-{study.settings}"
+        parent, out, resumed = open_parent(tracker, STUDY, name, "setting", results, resume, parents)
+        connect_ray()
+        launch = Launch(tracker, results, sizing)
+        sources = {kind: getattr(study, kind) for kind in study.needed()}
+        to_train = {kind: source for kind, source in sources.items() if isinstance(source, PretrainConfig)}
+        sources |= dict(zip(to_train, pretrain_backbones(list(to_train.values()), launch, STUDY, parent), strict=True))
+        tracker.set_tags(parent, {f"{kind}_backbone": source for kind, source in sources.items()})
+        backbones: dict[str, Path | None] = {"none": None, **sources}
+        runs = []
+        for setting in study.settings:
             pretraining, finetuning = SETTINGS[setting]
             update = {"backbone": backbones[pretraining], "freeze": finetuning == "frozen"}
             config = study.finetune.model_copy(update=update)
             tags = {"setting": setting, "pretraining": PRETRAINING[pretraining], "finetuning": FINETUNING[finetuning]}
             name = f"{setting}: {tags['pretraining']}, {tags['finetuning']}"
-            log.info("[%d/%d] setting %s", index, len(study.settings), name)
-            run_variant(Variant(name, config, tags), out / setting, launch, prefix="office")
+            runs.append(Run(Variant(name, config, tags), out / setting, STUDY, parent, "office"))
+        if resumed:
+            runs = unfinished(runs, tracker)
+        if runs:
+            train_runs(runs, replace(launch, banks=share_all([study.finetune.data], OFFICE_DIRS)))
         describe = ("pretraining", "finetuning")
-        table = compare(gather_runs(tracker, parent), "setting", describe)
+        table = sweep_table(tracker, parent, "setting", describe)
         if table.empty:
             raise FewshotError("every setting failed; see the child runs' 'error' tags")
         size = study.finetune.data.image_size

@@ -129,10 +129,18 @@ class Tracker:
 
     @contextmanager
     def run(
-        self, study: str, name: str, parent: str | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        study: str,
+        name: str,
+        parent: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        resume: str | None = None,
     ) -> Iterator[str]:
-        """``with tracker.run(...) as run_id:`` — the run ends FINISHED, or FAILED/KILLED if the block raises."""
-        run_id = self.start_run(study, name, parent, tags)
+        """``with tracker.run(...) as run_id:`` — the run (or run ``resume``, reopened) ends FINISHED, or
+        FAILED/KILLED if the block raises."""
+        run_id = resume or self.start_run(study, name, parent, tags)
+        if resume:
+            self.reopen(resume)
         try:
             yield run_id
         except BaseException as err:
@@ -159,13 +167,15 @@ class Tracker:
         )
         return [self._record(run) for run in runs]
 
-    def latest(self, experiment: str, tag: str) -> RunRecord | None:
-        """The most recently started run of ``experiment`` that has ``tag`` (e.g. a sweep's parent run)."""
+    def latest(self, experiment: str, tag: str, value: str | None = None) -> RunRecord | None:
+        """The most recently started run of ``experiment`` that has ``tag`` (equal to ``value`` if given), e.g. a
+        sweep's parent run."""
         found = self._client.get_experiment_by_name(experiment)
         if found is None:
             return None
+        where = f"tags.{tag} = '{value}'" if value is not None else f"tags.{tag} != ''"
         runs = self._client.search_runs(
-            [found.experiment_id], f"tags.{tag} != ''", order_by=["attributes.start_time DESC"], max_results=1
+            [found.experiment_id], where, order_by=["attributes.start_time DESC"], max_results=1
         )
         return self._record(runs[0]) if runs else None
 
@@ -184,6 +194,12 @@ class Tracker:
             if run.tags.get(tag) == value:
                 return run.run_id
         return None
+
+    def artifact(self, run_id: str, path: str, folder: Path) -> Path | None:
+        """Download artifact ``path`` of run ``run_id`` into ``folder``; None if the run has no such artifact."""
+        if path not in {entry.path for entry in self._client.list_artifacts(run_id)}:
+            return None
+        return Path(self._client.download_artifacts(run_id, path, str(folder)))
 
     def reopen(self, run_id: str) -> None:
         """Mark an ended run RUNNING again: a resumed trial or study continues in its own run."""

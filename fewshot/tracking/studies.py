@@ -24,7 +24,7 @@ from fewshot.config.loading import to_yaml
 from fewshot.config.schema import TrainedConfig
 from fewshot.search import SearchSpace
 from fewshot.tracking.runs import Tracker
-from fewshot.viz.plots import optuna_plots
+from fewshot.viz.study_plots import optuna_plots
 
 log = logging.getLogger(__name__)
 

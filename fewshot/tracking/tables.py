@@ -6,13 +6,17 @@ it is the standard deviation of the seeds' accuracies (the spread that matters w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from fewshot.atomic import write_text_atomic
+from fewshot.data.predictions import SCORES_FILE, Score, paired_difference, read_scores
+from fewshot.errors import DataError
 from fewshot.tracking.runs import Tracker
 from fewshot.viz.plots import comparison_bars
 
@@ -42,9 +46,12 @@ def gather_runs(tracker: Tracker, parent: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(runs: pd.DataFrame, by: str, describe: Sequence[str] = ()) -> pd.DataFrame:
+def compare(
+    runs: pd.DataFrame, by: str, describe: Sequence[str] = (), scores: ScoreReader | None = None
+) -> pd.DataFrame:
     """Accuracy per value of tag ``by`` over the finished runs, in order of first appearance; tags named in
-    ``describe`` (the same within a group, e.g. a setting's pre-training) are carried into the table."""
+    ``describe`` (the same within a group, e.g. a setting's pre-training) are carried into the table. Given
+    ``scores`` (each run's per-episode accuracies), each row also gets its paired difference to the first row."""
     if METRIC not in runs.columns or by not in runs.columns:  # no run finished with a score (all failed)
         runs = runs.iloc[0:0].reindex(columns=list(dict.fromkeys([*runs.columns, METRIC, CI_METRIC, by, *describe])))
     done = runs[(runs["status"] == "FINISHED") & runs[METRIC].notna()] if len(runs) else runs
@@ -65,7 +72,52 @@ def compare(runs: pd.DataFrame, by: str, describe: Sequence[str] = ()) -> pd.Dat
         )
     table = pd.DataFrame(rows, columns=[by, *describe, "acc", "err", "error", "runs"])
     table["accuracy"] = [f"{a:.2f} ± {e:.2f}" for a, e in zip(table["acc"], table["err"], strict=True)]
+    if scores is not None and len(table):
+        groups = [done.loc[done[by] == value, "run_id"].tolist() for value in table[by]]
+        differences = paired_differences([_mean_scores(ids, scores) for ids in groups])
+        table["delta"] = [d.mean if d is not None else math.nan for d in differences]
+        table["delta_ci95"] = [d.ci95 if d is not None else math.nan for d in differences]
+        table["paired"] = ["reference"] + [f"{d.mean:+.2f} ± {d.ci95:.2f}" if d else "n/a" for d in differences[1:]]
     return table
+
+
+ScoreReader = Callable[[str], "pd.Series | None"]  # run id -> its per-episode (or per-image) accuracies
+
+
+def sweep_table(tracker: Tracker, parent: str, by: str, describe: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`compare` of the child runs of ``parent``, with paired differences from their ``scores.csv``."""
+    with tempfile.TemporaryDirectory(prefix="fewshot-scores-") as folder:
+        return compare(gather_runs(tracker, parent), by, describe, run_scores(tracker, Path(folder)))
+
+
+def run_scores(tracker: Tracker, folder: Path) -> ScoreReader:
+    """Read a run's ``scores.csv`` artifact (downloaded into ``folder``); None for a run without one."""
+
+    def read(run_id: str) -> pd.Series | None:
+        path = tracker.artifact(run_id, SCORES_FILE, folder / run_id)
+        return read_scores(path) if path is not None else None
+
+    return read
+
+
+def paired_differences(rows: Sequence[pd.Series | None]) -> list[Score | None]:
+    """Each row's paired difference to the first (None for the first, and where a row has no per-item scores
+    or was scored on other episodes than the first)."""
+    reference, differences = rows[0], list[Score | None]([None])
+    for row in rows[1:]:
+        try:
+            differences.append(paired_difference(row, reference) if row is not None and reference is not None else None)
+        except DataError:
+            differences.append(None)
+    return differences
+
+
+def _mean_scores(run_ids: Sequence[str], scores: ScoreReader) -> pd.Series | None:
+    """The runs' per-item accuracies averaged over the runs (seeds scored on the same episodes)."""
+    series = [scores(run_id) for run_id in run_ids]
+    if not series or any(s is None for s in series):
+        return None
+    return pd.concat(series, axis=1).mean(axis=1)
 
 
 def publish(
@@ -76,7 +128,9 @@ def publish(
     stem = f"comparison-{by}"
     csv, markdown = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     write_text_atomic(csv, table.to_csv(index=False))
-    shown = table[[by, *describe, "accuracy", "error", "runs"]].rename(columns={"accuracy": "accuracy (%)"})
+    columns = {"accuracy": "accuracy (%)", "paired": f"vs {table[by].iloc[0]}: paired Δ ± 95% CI"}
+    shown = table[[by, *describe, "accuracy", "error", *(["paired"] if "paired" in table else []), "runs"]]
+    shown = shown.rename(columns=columns)
     write_text_atomic(markdown, f"### {title}\n\n{shown.to_markdown(index=False)}\n")
     plot = comparison_bars(table, by, title, out_dir / f"{stem}.png")
     for path in (csv, markdown, plot):

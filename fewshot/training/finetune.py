@@ -18,7 +18,7 @@ import torch
 from fewshot.atomic import atomic_path
 from fewshot.config.schema import FinetuneConfig
 from fewshot.data.cache import ImageBank
-from fewshot.data.predictions import Score, mean_ci95
+from fewshot.data.predictions import SCORES_FILE, Score, mean_ci95, write_scores
 from fewshot.data.splits import BankLoader, data_root
 from fewshot.data.tables import OFFICE_DIRS, ImageTable, open_split
 from fewshot.data.transforms import BatchTransform
@@ -93,9 +93,11 @@ def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Bu
 
     def finish(run_dir: Path, device: torch.device) -> Outcome:
         predicted = classify(model, val, device)
-        predictions = run_dir / "predictions.csv"
+        predictions, scores = run_dir / "predictions.csv", run_dir / SCORES_FILE
         write_office_predictions(predictions, val_table, predicted, train.classes)
-        return Outcome(classification_score(predicted, val_targets), predictions)
+        score = classification_score(predicted, val_targets)
+        write_scores(scores, val_table.ids, score)
+        return Outcome(score, predictions, (scores,))
 
     task = LabelledBatchTask(train, train.labels, BatchPlan(config.train, config.seed, placement.world_size, validate))
     return Built(model, task, finish)

@@ -25,7 +25,7 @@ class Outcome:
 
     score: Score
     predictions: Path  # the course's (or Office-Home's) predictions CSV
-    files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (a pre-trained backbone)
+    files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (per-item scores, a backbone)
     baseline: Score | None = None  # a training-free floor on the same episodes (few-shot: nearest mean colour)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.manifold import TSNE
 
 from fewshot.data.cache import ImageBank, load_bank
 from fewshot.data.splits import BankLoader, data_root
@@ -66,6 +65,8 @@ def hallucination_tsne(
     starts = np.cumsum([0, *[len(r) for r in rows[:-1]]])
     fake = method.hallucinate(real[torch.as_tensor(starts)], fakes).flatten(0, 1)
     points = torch.cat([real, fake]).float().cpu().numpy()
+    from sklearn.manifold import TSNE  # here: every training worker imports this module, few runs draw a t-SNE
+
     tsne = TSNE(n_components=2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca", random_state=seed)
     embedded = tsne.fit_transform(points)
     real_xy, fake_xy = embedded[: len(real)], embedded[len(real) :]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -148,3 +150,18 @@ def test_missing_or_unreadable_file(tmp_path):
     with pytest.raises(DataError, match="not a readable CSV") as err:
         read_predictions(path)
     assert str(path) in str(err.value)
+
+
+def test_per_episode_scores_round_trip_and_pair_only_on_the_same_episodes(tmp_path: Path) -> None:
+    from fewshot.data.predictions import mean_ci95, paired_difference, read_scores, write_scores
+
+    ids = ["0", "1", "2", "3"]
+    write_scores(tmp_path / "a.csv", ids, mean_ci95([1.0, 0.5, 0.25, 0.0]))
+    write_scores(tmp_path / "b.csv", list(reversed(ids)), mean_ci95([0.0, 0.0, 0.5, 1.0]))  # same episodes
+    a, b = read_scores(tmp_path / "a.csv"), read_scores(tmp_path / "b.csv")
+    assert a.loc["0"] == 1.0 and b.loc["0"] == 1.0 and b.loc["3"] == 0.0  # ids kept as text, "0" not 0
+    difference = paired_difference(a, b)  # episode by episode: 0, 0, 0.25, 0
+    assert difference.mean == pytest.approx(6.25) and difference.per_episode.tolist() == [0, 0, 0.25, 0]
+    write_scores(tmp_path / "c.csv", ["0", "1", "2", "9"], mean_ci95([1.0, 0.5, 0.25, 0.0]))
+    with pytest.raises(DataError, match="not scored on the same episodes"):
+        paired_difference(a, read_scores(tmp_path / "c.csv"))

@@ -94,6 +94,62 @@ def test_anti_collapse_punishes_fakes_that_ignore_their_noise() -> None:
     assert collapsed > 100 * diverse
     assert opposite < diverse  # more spread, smaller penalty
     assert diverse.item() == pytest.approx(1.0, rel=0.5)  # random fakes spread about as much as random noises
+    # Li et al.'s L_ar, which G maximises: the term is its inverse
+    f2 = torch.randn(8, 32)
+    cos = nn.functional.cosine_similarity
+    l_ar = ((1 - cos(f, f2, dim=1)) / (1 - cos(z1, z2, dim=1))).mean()
+    assert anti_collapse(f, f2, z1, z2).item() == pytest.approx(1 / l_ar.item(), rel=1e-4)
+
+
+def test_the_ratio_form_is_bounded_at_collapse_and_zero_at_the_noises_spread() -> None:
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    f = torch.randn(8, 16)
+    assert anti_collapse(f, f, z1, z2, "ratio").item() == pytest.approx(2.0, abs=1e-3)  # |0 - 1| + |0 - 1|
+    assert anti_collapse(z1, z2, z1, z2, "ratio").item() == pytest.approx(0.0, abs=1e-3)  # spread as the noises
+    assert anti_collapse(2 * z1, 2 * z2, z1, z2, "ratio").item() == pytest.approx(1.0, abs=1e-3)  # twice as far
+
+
+def test_the_anti_collapse_term_does_not_swamp_the_other_losses_at_the_start() -> None:
+    """A fresh residual generator's fakes of one support are nearly parallel (measured on 84 px built-in images:
+    1 - cos 0.004 against the noises' 0.99), so the term starts high; at the default weight it starts below 10
+    (the former default, the mean of the inverse ratio at weight 1, started near 400)."""
+    config = load_config(ExperimentConfig, None, ["method=afhn"])
+    torch.manual_seed(0)
+    model = build_method(config).train()
+    model.start_epoch(1)
+    output = model.step(random_episode(way=5, shot=1, query=15, size=84))
+    assert 0 < output.losses["anti_collapse"].item() < 10
+
+
+def test_the_report_variant_is_a_bce_discriminator_blind_to_the_class() -> None:
+    config = AfhnConfig(noise_dim=8, hidden=16, gan="bce", anti_collapse="ratio")
+    model = AFHN(nn.Flatten(), Euclidean(), None, DIM, config).train()
+    model.start_epoch(1)
+    features = torch.randn(5, DIM)
+    assert torch.equal(model.critic(features, torch.randn(5, DIM)), model.critic(features, torch.randn(5, DIM)))
+    critic = {o.name: o for o in model.objectives()}["critic"]
+    assert critic.losses == ("d_adv",)
+    output = model.step(_episode())
+    assert set(output.losses) == {"ce", "fake_ce", "g_adv", "anti_collapse", "d_adv"}
+    assert output.losses["d_adv"].item() == pytest.approx(2 * 0.693, abs=0.3)  # BCE of an undecided discriminator
+    assert output.losses["anti_collapse"].item() <= 2.5
+
+
+def test_the_fake_feature_loss_weight_warms_up_after_encoder_pretraining() -> None:
+    config = AfhnConfig(noise_dim=8, hidden=16, classification_weight=0.8, classification_warmup=4, pretrain_epochs=1)
+    model = AFHN(nn.Flatten(), Euclidean(), None, DIM, config)
+    weights = []
+    for epoch in range(1, 7):
+        model.start_epoch(epoch)
+        weights.append(model.fake_weight)
+    assert weights == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
+    torch.manual_seed(0)
+    model.train().start_epoch(2)
+    half = model.step(_episode()).losses["fake_ce"]
+    torch.manual_seed(0)
+    model.start_epoch(5)
+    assert model.step(_episode()).losses["fake_ce"].item() == pytest.approx(4 * half.item(), rel=1e-5)
 
 
 def test_critic_pairs_fakes_with_real_features_of_their_class() -> None:

@@ -57,16 +57,27 @@ def test_cosine_with_fixed_and_learnable_temperature() -> None:
     assert torch.allclose(learnable(q, p), 0.5 * fixed(q, p))
 
 
-def test_relation_equals_mlp_on_concatenated_pairs() -> None:
+def test_relation_scores_each_pair_by_an_mlp_on_its_pair_features() -> None:
     torch.manual_seed(0)
     relation = Relation(dim=3, hidden=5)
     q, p = torch.randn(4, 3), torch.randn(2, 3)
-    w1 = torch.cat([relation.query_in.weight, relation.proto_in.weight], dim=1)  # acts on [q; p]
     for i in range(4):
         for j in range(2):
-            pair = torch.cat([q[i], p[j]])
-            score = relation.out(torch.relu(w1 @ pair + relation.query_in.bias))
-            assert torch.allclose(relation(q, p)[i, j], score.squeeze(), atol=1e-6)
+            pair = torch.cat([(q[i] - p[j]).abs(), q[i] * p[j]])
+            assert torch.allclose(relation(q, p)[i, j], relation.mlp(pair).squeeze(), atol=1e-6)
+
+
+def test_one_relation_unit_is_already_a_distance() -> None:
+    """What the pair features buy: one hidden unit gives -L1(q, p) (and another q . p), where an MLP on [q; p]
+    has no such unit."""
+    relation = Relation(dim=3, hidden=1)
+    with torch.no_grad():
+        relation.mlp[0].weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]]))
+        relation.mlp[0].bias.zero_()
+        relation.mlp[2].weight.fill_(-1.0)
+        relation.mlp[2].bias.zero_()
+    q, p = torch.randn(4, 3), torch.randn(2, 3)
+    assert torch.allclose(relation(q, p), -torch.cdist(q, p, p=1), atol=1e-6)
 
 
 def test_transformed_distance_formula_at_identity_init() -> None:

@@ -26,9 +26,10 @@ def test_method_comparison_runs_every_method_and_logs_tsne(
     experiment = client.get_experiment_by_name("methods")
     runs = client.search_runs([experiment.experiment_id])
     children = {r.data.tags["method"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert set(children) == {"protonet", "hallucination", "afhn"}
+    assert set(children) == {"protonet", "hallucination", "afhn", "afhn-report"}
     assert all(r.info.status == "FINISHED" and r.data.metrics["val_acc"] > 0 for r in children.values())
-    for method in ("hallucination", "afhn"):
+    for method in ("hallucination", "afhn", "afhn-report"):
         assert "tsne.png" in {a.path for a in client.list_artifacts(children[method].info.run_id)}
-    assert "loss_gp" in children["afhn"].data.metrics
-    assert "| afhn" in done.stdout and "| hallucination" in done.stdout
+    assert "loss_gp" in children["afhn"].data.metrics and "loss_gp" not in children["afhn-report"].data.metrics
+    assert children["afhn-report"].data.params["afhn.gan"] == "bce"
+    assert "| afhn-report" in done.stdout and "| hallucination" in done.stdout

@@ -18,8 +18,13 @@ import ray
 from ray._private.internal_api import node_stats
 from ray.cluster_utils import Cluster
 
+from fewshot.config.loading import load_config
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration import tune
 from fewshot.orchestration.shared import SharedBanks, share_banks
+from fewshot.orchestration.sweep import run_sweep
+from fewshot.tracking.runs import Tracker
+from tests.conftest import load_job, tiny_overrides
 from tests.orchestration.studies import protonet_space, run_protonet_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -27,11 +32,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 SPACE = protonet_space(samples=3)
 
 
-@pytest.fixture
-def two_nodes() -> dict[str, dict[str, Any]]:
-    """A 1-CPU head and a 2-CPU worker node; yields their ``ray.nodes()`` entries by role."""
+@pytest.fixture(params=[2])
+def two_nodes(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
+    """A 1-CPU head and a worker node of ``request.param`` CPUs; yields their ``ray.nodes()`` entries by role."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=request.param)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
     nodes = [node for node in ray.nodes() if node["Alive"]]
@@ -85,3 +90,21 @@ def test_trials_spread_over_both_nodes_into_one_store(
     checkpoints = [p for p in (shared / "tune" / study.name / "train").glob("trial-*/checkpoint_*") if p.is_dir()]
     assert len(checkpoints) == 3
     assert not (study.folder / "tuner.pkl").exists() and (study.folder / "trials.csv").is_file()
+
+
+@pytest.mark.parametrize("two_nodes", [1], indirect=True)
+def test_a_sweep_runs_its_variants_at_once_on_both_nodes(
+    two_nodes: dict[str, dict[str, Any]], tiny_builtin: Path, tmp_path: Path
+) -> None:
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
+    sweep = load_job("sweep_distance").make_sweep(config)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    table = run_sweep(sweep, tracker, tmp_path)  # 2 CPUs in all: two runs of one CPU at a time
+    assert sorted(table.table["distance"]) == ["cosine", "euclidean", "relation", "transformed"]
+    parent = tracker.latest("distance", "sweep")
+    assert parent is not None
+    runs = tracker.children(parent.run_id)
+    assert len(runs) == 4 and all(run.status == "FINISHED" for run in runs)
+    assert {run.tags["ray_node"] for run in runs} == {two_nodes["head"]["NodeID"], two_nodes["worker"]["NodeID"]}
+    assert runs[0].end_time is not None and runs[0].end_time > runs[1].start_time  # the first two at once
+    assert {run.tags["data_from"] for run in runs} == {"object store"}

@@ -37,41 +37,39 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     pretrainings = {r.data.tags["method"] for r in children if r.data.tags.get("stage") == "pretrain"}
     assert set(settings) == set("ABCDE") and pretrainings == {"byol", "supervised"}
     assert all(r.info.status == "FINISHED" for r in children)
+    first, second = (r.info for r in children if r.data.tags.get("stage") == "pretrain")
+    assert first.start_time < second.end_time and second.start_time < first.end_time  # trained at once
     assert settings["A"].data.params["backbone"] == "None"
     assert settings["B"].data.params["backbone"] == settings["D"].data.params["backbone"] != "None"
     assert "/byol-" in settings["C"].data.params["backbone"] and settings["E"].data.params["freeze"] == "True"
-    assert {a.path for a in client.list_artifacts(settings["C"].info.run_id)} >= {"predictions.csv", "best.pt"}
+    assert {a.path for a in client.list_artifacts(settings["C"].info.run_id)} >= {"predictions.csv", "scores.csv"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison-setting.csv", "comparison-setting.md", "comparison-setting.png"} <= parent_files
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison-setting.csv", str(tmp_path)))
     assert table["setting"].tolist() == list("ABCDE")
     assert table["pretraining"].tolist()[:3] == ["none (random init)", "supervised", "BYOL (no labels)"]
+    assert table["paired"].iloc[0] == "reference" and table["delta"].iloc[1:].notna().all()  # vs A, image by image
     assert "| A " in done.stdout and "classifier only" in done.stdout
 
-    # Again, settings D and E only: the finished pre-trainings are reused, not trained again.
-    again = _run(["--data-root", str(tiny_builtin), "--results", str(results), "--settings", "de", *TINY], env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "reusing" in again.stderr
-    runs = client.search_runs([experiment.experiment_id])
-    assert sum(r.data.tags.get("stage") == "pretrain" for r in runs) == 2
-
-    # An interrupted pre-training (its backbone not yet written, its run KILLED by Ctrl-C) resumes from its
-    # last.pt in its own MLflow run, now a child of the new study: one run, one history.
+    # Again, settings D and E only, after the supervised pre-training was interrupted (its backbone not yet
+    # written, its run KILLED by Ctrl-C): the finished BYOL pre-training is reused, not trained again; the
+    # supervised one resumes from its last.pt in its own MLflow run, now a child of the new study.
     (supervised,) = [
         r for r in runs if r.data.tags.get("stage") == "pretrain" and r.data.tags["method"] == "supervised"
     ]
     run_dir = Path(settings["B"].data.params["backbone"]).parent
     (run_dir / "backbone.pt").unlink()
     client.set_terminated(supervised.info.run_id, "KILLED")
-    resumed = _run(["--data-root", str(tiny_builtin), "--results", str(results), "--settings", "d", *TINY], env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming the supervised pre-training" in resumed.stderr
+    again = _run(["--data-root", str(tiny_builtin), "--results", str(results), "--settings", "de", *TINY], env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "byol pre-training already done: reusing" in again.stderr
+    assert "resuming the supervised pre-training" in again.stderr
     runs = client.search_runs([experiment.experiment_id])
     assert sum(r.data.tags.get("stage") == "pretrain" for r in runs) == 2  # no new pre-training run
-    again = client.get_run(supervised.info.run_id)
+    resumed = client.get_run(supervised.info.run_id)
     newest = max((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    assert again.info.status == "FINISHED" and again.data.tags["mlflow.parentRunId"] == newest.info.run_id
-    assert [m.step for m in client.get_metric_history(again.info.run_id, "loss")] == [1]  # epoch 1, logged once
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["mlflow.parentRunId"] == newest.info.run_id
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "loss")] == [1]  # epoch 1, logged once
     assert (run_dir / "backbone.pt").is_file()
 
 
@@ -82,3 +80,9 @@ def test_a_bad_checkpoint_is_a_one_line_error_before_training(tmp_path: Path) ->
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {bad} is truncated or corrupt")
     assert not (tmp_path / "office-settings").exists()
+
+
+def test_resuming_settings_that_never_ran_is_a_one_line_error(tiny_builtin: Path, tmp_path: Path) -> None:
+    done = _run(["--settings", "A", "--resume", "--data-root", str(tiny_builtin), "--results", str(tmp_path), *TINY])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: no settings-A to resume in sqlite:///")

@@ -35,6 +35,7 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
         time.sleep(3)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "| euclidean" in job.stdout and "| transformed" in job.stdout
+    assert "vs euclidean: paired Δ ± 95% CI" in job.stdout and "| reference" in job.stdout
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("distance")
@@ -48,7 +49,7 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
         assert child.data.params["model.distance"] == child.data.tags["distance"]
         assert 0 <= child.data.metrics["val_acc"] <= 100 and child.data.metrics["val_ci95"] > 0
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"config.yaml", "best.pt", "predictions.csv", "learning_curves.png"} <= artifacts
+        assert {"config.yaml", "best.pt", "predictions.csv", "scores.csv", "learning_curves.png"} <= artifacts
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert parent_artifacts == {"comparison-distance.csv", "comparison-distance.md", "comparison-distance.png"}

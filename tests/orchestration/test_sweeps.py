@@ -52,38 +52,6 @@ def test_seeds_multiply_variants_with_distinct_seeds() -> None:
     assert len(runs) == 6
 
 
-def test_a_failed_variant_is_recorded_and_an_interrupted_one_stops_the_sweep(tmp_path: Path, monkeypatch) -> None:
-    import pytest
-    from mlflow import MlflowClient
-
-    from fewshot.orchestration import sweep as sweep_module
-    from fewshot.tracking.runs import Tracker
-
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    sweep = _job("sweep_distance").make_sweep(sweep_config(_args()))
-    parent = tracker.start_run(sweep.study, sweep.name)
-
-    def fail(job):
-        raise RuntimeError("out of memory")
-
-    monkeypatch.setattr(sweep_module, "run_training", fail)
-    variant = sweep.variants[0]
-    launch = sweep_module.Launch(tracker, tmp_path, sweep.study, parent)
-    assert not sweep_module.run_variant(variant, tmp_path / "a", launch)  # recorded, and the sweep goes on
-
-    def interrupt(job):
-        raise SystemExit(1)  # what Ray's trainer raises on Ctrl-C
-
-    monkeypatch.setattr(sweep_module, "run_training", interrupt)
-    with pytest.raises(SystemExit):
-        sweep_module.run_variant(sweep.variants[1], tmp_path / "b", launch)
-    runs = {r.name: r for r in tracker.children(parent)}  # the first failed, the sweep went on
-    assert runs["euclidean"].status == "FAILED"
-    assert runs["euclidean"].tags["error"] == "RuntimeError: out of memory"
-    assert runs["cosine"].status == "KILLED"
-    assert MlflowClient(tracker.uri).get_run(parent).info.status == "RUNNING"  # the caller's to end
-
-
 def test_hallucination_sweeps_vary_m_and_the_method() -> None:
     job = _job("sweep_hallucination")
     base = sweep_config(_args("--train-way", "30"))
@@ -95,7 +63,11 @@ def test_hallucination_sweeps_vary_m_and_the_method() -> None:
     ]
     assert all(v.config.train_episode.way == 30 and v.config.eval_episode.way == 5 for v in m_sweep.variants)
     methods = job.method_sweep(base)
-    assert [v.config.method for v in methods.variants] == ["protonet", "hallucination", "afhn"]
+    assert [v.config.method for v in methods.variants] == ["protonet", "hallucination", "afhn", "afhn"]
+    assert [v.tags["method"] for v in methods.variants] == ["protonet", "hallucination", "afhn", "afhn-report"]
+    paper, report = methods.variants[2].config.afhn, methods.variants[3].config.afhn
+    assert (paper.gan, paper.anti_collapse, report.gan, report.anti_collapse) == ("wgan-gp", "paper", "bce", "ratio")
+    assert report.classification_warmup > 0 and report.pretrain_epochs == 0
     assert (m_sweep.study, m_sweep.group_by, methods.study, methods.group_by) == (
         "hallucination-m",
         "m",
@@ -119,3 +91,18 @@ def test_the_last_epoch_is_reported_to_ray_only_after_the_final_evaluation(tmp_p
     fit = FitResult(43.0, 3, [], tmp_path / "best.pt", tmp_path / "last.pt")
     reporter.report_last(RunResult(fit, Outcome(Score(44.5, 0.8, np.ones(600)), tmp_path / "predictions.csv")))
     assert sent[-1] == {"epoch": 3, "val_acc": 43.0, "final_acc": 44.5}
+
+
+def test_sizing_flags_reach_the_scheduler() -> None:
+    import pytest
+
+    from fewshot.cli import sizing
+    from fewshot.errors import FewshotError
+    from fewshot.orchestration.sweep import Sizing
+
+    args = _args("--workers", "2", "--max-concurrent", "3", "--gpus-per-run", "0.5", "--cpus-per-run", "4")
+    assert sizing(args) == Sizing(workers=2, gpus_per_run=0.5, cpus_per_run=4, max_concurrent=3)
+    assert sizing(_args()) == Sizing()
+    with pytest.raises(FewshotError, match="--max-concurrent 0"):
+        sizing(_args("--max-concurrent", "0"))
+    assert _args("--resume").resume and not _args().resume

@@ -45,3 +45,64 @@ def test_publish_writes_and_logs_csv_markdown_and_plot(sweep: tuple[Tracker, str
     assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {f.path for f in MlflowClient(tracker.uri).list_artifacts(parent)}
     assert logged == {"comparison-distance.csv", "comparison-distance.md", "comparison-distance.png"}
+
+
+def _scored_run(tracker: Tracker, parent: str, folder: Path, tags: dict, per_episode: list[float], ids=None) -> str:
+    """A finished child run with its metrics and its per-episode ``scores.csv`` artifact."""
+    from fewshot.data.predictions import mean_ci95, write_scores
+
+    score = mean_ci95(per_episode)
+    with tracker.run("distance", "-".join(map(str, tags.values())), parent, tags) as run:
+        tracker.log_metrics(run, {"val_acc": score.mean, "val_ci95": score.ci95}, step=1)
+        path = folder / run / "scores.csv"
+        write_scores(path, ids or [f"e{i}" for i in range(len(per_episode))], score)
+        tracker.log_artifact(run, path)
+    return run
+
+
+def test_each_row_shows_its_paired_difference_to_the_reference_row(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fewshot.tracking.tables import sweep_table
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.start_run("distance", "sweep")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 200)
+    _scored_run(tracker, parent, tmp_path, {"distance": "euclidean", "seed": 0}, list(base))
+    _scored_run(tracker, parent, tmp_path, {"distance": "euclidean", "seed": 1}, list(base + 0.02))
+    better = base + 0.01 + rng.normal(0.05, 0.02, 200)  # 5 points better than euclidean's mean, per episode
+    _scored_run(tracker, parent, tmp_path, {"distance": "cosine", "seed": 0}, list(better))
+    other = [f"x{i}" for i in range(200)]  # scored on other episodes: not comparable
+    _scored_run(tracker, parent, tmp_path, {"distance": "relation", "seed": 0}, list(base), ids=other)
+    table = sweep_table(tracker, parent, "distance")
+    assert table["paired"].tolist()[0] == "reference" and table["paired"].tolist()[2] == "n/a"
+    delta, ci = table["delta"].iloc[1], table["delta_ci95"].iloc[1]
+    differences = better - (base + base + 0.02) / 2  # against the mean of euclidean's two seeds
+    assert delta == pytest.approx(100 * differences.mean())
+    assert ci == pytest.approx(100 * 1.96 * differences.std() / np.sqrt(200))
+    assert delta - ci > 4 and ci < table["err"].iloc[1]  # far tighter than either row's own interval
+    markdown = publish(tracker, parent, table, "distance", "t", tmp_path / "out").to_markdown()
+    assert "vs euclidean: paired Δ ± 95% CI" in markdown and f"+{delta:.2f} ± {ci:.2f}" in markdown
+
+
+def test_report_compares_any_two_runs_episode_by_episode(tmp_path: Path) -> None:
+    from fewshot.errors import FewshotError
+    from tests.conftest import load_job, run_script
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.start_run("distance", "sweep")
+    first = _scored_run(tracker, parent, tmp_path, {"distance": "cosine"}, [1.0, 0.6, 0.8, 0.4])
+    second = _scored_run(tracker, parent, tmp_path, {"distance": "euclidean"}, [0.8, 0.6, 0.6, 0.4])
+    other = _scored_run(tracker, parent, tmp_path, {"distance": "relation"}, [0.8, 0.6, 0.6, 0.4], ids=list("abcd"))
+    done = run_script("report.py", "--compare", first, second, "--tracking-uri", tracker.uri)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cosine" in done.stdout and "euclidean" in done.stdout
+    assert "difference, paired over 4 episodes: +10.00 ± 9.80 points (95% CI)" in done.stdout  # 0.2, 0, 0.2, 0
+    report = load_job("report")  # the same function in this process: a user error is a FewshotError (exit 2)
+    with pytest.raises(FewshotError, match=r"they were not scored on the same episodes$"):
+        report.compare_runs(tracker, first, other)
+    with pytest.raises(FewshotError, match=f"run {parent} has no scores.csv artifact"):
+        report.compare_runs(tracker, first, parent)
+    with pytest.raises(FewshotError, match="run nope is not in sqlite"):
+        report.compare_runs(tracker, "nope", first)
