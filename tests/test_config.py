@@ -4,7 +4,7 @@ import pytest
 from pydantic import Field
 
 from fewshot.config.loading import flatten, load_config, parse_override, to_yaml
-from fewshot.config.schema import DataConfig, EpisodeSpec, Strict
+from fewshot.config.schema import DataConfig, EpisodeSpec, ExperimentConfig, Strict
 from fewshot.errors import ConfigError
 
 
@@ -72,6 +72,16 @@ def test_override_values_are_parsed_as_yaml() -> None:
     assert parse_override("flag=true") == (["flag"], True)
     assert parse_override("name=adam") == (["name"], "adam")
     assert parse_override("root=") == (["root"], None)
+    assert parse_override("ways=[5, 20]") == (["ways"], [5, 20]) and parse_override("m={a: 1}") == (["m"], {"a": 1})
+
+
+def test_paths_and_strings_come_through_whole() -> None:
+    """YAML would cut these (a comment, a mapping): the value stays the text the user wrote."""
+    assert parse_override("output_dir=/runs/run #2") == (["output_dir"], "/runs/run #2")
+    assert parse_override("output_dir=#2") == (["output_dir"], "#2")
+    assert parse_override("data.root=/data/set: v2") == (["data", "root"], "/data/set: v2")
+    config = load_config(ExperimentConfig, None, ["output_dir=/runs/run #2"])
+    assert str(config.output_dir) == "/runs/run #2"
 
 
 def test_configs_are_frozen_and_round_trip_through_yaml(tmp_path: Path) -> None:

@@ -117,7 +117,10 @@ def test_prepare_data_job_checks_decodes_and_summarises(tiny_builtin: Path) -> N
     assert "20 × 5-way 1-shot 10-query" in done.stdout
     bad = run_script("prepare_data.py", f"data.root={tiny_builtin}", "train.way=50", timeout=300)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "error: 50-way 1-shot 15-query episodes need 50 classes, but the data has only 8"
+    train_csv = tiny_builtin / "mini" / "train.csv"
+    assert bad.stderr.strip() == (
+        f"error: {train_csv} (train split): 50-way 1-shot 15-query episodes need 50 classes, but the data has only 8"
+    )
 
 
 def test_tsne_job_draws_from_a_hallucination_checkpoint_and_refuses_a_protonet_one(

@@ -40,7 +40,12 @@ def validate_config(model: type[M], data: dict[str, Any], source: str = "", tags
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=1e-3"`` -> ``(["train", "lr"], 0.001)``; the value is parsed as YAML (numbers, lists...)."""
+    """``"train.lr=1e-3"`` -> ``(["train", "lr"], 0.001)``.
+
+    The value is typed as YAML types it (numbers, booleans, ``null``, ``[lists]``, ``{maps}``) unless YAML
+    would read less than the whole text: a ``#`` (a comment to YAML) or a ``: `` (a mapping) in a plain value
+    keeps the text whole, as a string, so ``output_dir=/runs/run #2`` names that folder.
+    """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
@@ -48,10 +53,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw  # an unparsable value stays a string; validation decides whether that is fine
+    cut_comment = "#" in raw and (value is None or isinstance(value, str))
+    if cut_comment or (isinstance(value, dict) and not _braced(raw)):
+        value = raw.strip()
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value)  # YAML 1.1 reads "1e-3" as a string
     return key.strip().split("."), value
+
+
+def _braced(raw: str) -> bool:
+    text = raw.strip()
+    return text.startswith("{") and text.endswith("}")
 
 
 def config_dict(config: BaseModel) -> dict[str, Any]:

@@ -24,5 +24,19 @@ def read_text_csv(path: Path, blank_as_na: bool = False) -> pd.DataFrame:
         raise DataError(f"{path}: file not found") from None
     except pd.errors.ParserWarning:
         raise DataError(f"{path}: a row has more cells than the header has columns") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        line, value = _undecodable(Path(path), err)
+        raise DataError(f"{path}: line {line}: byte {value} is not UTF-8 (save the file as UTF-8)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: not a readable CSV file ({' '.join(str(err).split())})") from None
+
+
+def _undecodable(path: Path, err: UnicodeDecodeError) -> tuple[int, str]:
+    """The line (1-based) of the first byte that is not UTF-8, and that byte: pandas reports a position in
+    its read buffer, which a user cannot find in the file."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as first:
+        return data.count(b"\n", 0, first.start) + 1, f"0x{data[first.start]:02x}"
+    return 1, f"0x{err.object[err.start]:02x}"

@@ -58,8 +58,17 @@ def check_splits(
     root = data_root(config)
     train, val = open_split(root, config.train_split, dirs), open_split(root, config.val_split, dirs)
     if train_spec is not None:
-        EpisodeSampler(train.label_indices(), train.classes, train_spec, 0)
+        check_fills(train, train_spec, config.train_split)
     return train, val
+
+
+def check_fills(table: ImageTable, spec: EpisodeSpec, split: str) -> None:
+    """That ``table`` has the classes and images per class ``spec`` episodes need; else a :class:`DataError`
+    naming the split and its file."""
+    try:
+        EpisodeSampler(table.label_indices(), table.classes, spec, 0)
+    except DataError as err:
+        raise DataError(f"{table.source} ({split} split): {err}") from None
 
 
 def load_fewshot_data(
@@ -73,8 +82,7 @@ def load_fewshot_data(
     root = data_root(config)
     train_table = open_split(root, config.train_split)
     val_table = open_split(root, config.val_split)
-    # Building a sampler checks that the data can fill such episodes (enough classes and images per class).
-    EpisodeSampler(train_table.label_indices(), train_table.classes, train_spec, 0)
+    check_fills(train_table, train_spec, config.train_split)
     testcase_path = config.val_episodes or _default_testcase(config, val_table, eval_spec)
     train = load(train_table, config.image_size, config.resize, config.cache_dir)
     val = load(val_table, config.image_size, config.resize, config.cache_dir)
@@ -108,6 +116,7 @@ def _default_testcase(config: DataConfig, table: ImageTable, spec: EpisodeSpec) 
         cache_root() / "episodes" / f"{config.val_split}-{spec.way}w{spec.shot}s{spec.query}q-{digest.hexdigest()}.csv"
     )
     if not path.is_file():
+        check_fills(table, spec, config.val_split)
         log.info("generating %d fixed %s episodes into %s", config.n_val_episodes, spec, path)
         testcase, truth = generate_testcase(table, spec, config.n_val_episodes, EPISODES_SEED)
         write_fixed_episodes(path, testcase, truth)

@@ -75,9 +75,16 @@ def read_image_csv(csv_path: Path, image_dir: Path | None = None) -> ImageTable:
     if blank.any():
         row = int(blank.idxmax())
         raise DataError(f"{csv_path}: line {row + 2} has an empty id, filename or label")
+    padded = frame["label"] != frame["label"].str.strip()
+    if padded.any():  # "boot " would silently be a class of its own beside "boot"
+        row, label = int(padded.idxmax()), frame["label"][padded.idxmax()]
+        raise DataError(f"{csv_path}: line {row + 2}: label {label!r} has spaces around it (remove them)")
     duplicated = frame["id"].duplicated()
     if duplicated.any():
-        raise DataError(f"{csv_path}: id {frame['id'][duplicated.idxmax()]!r} appears more than once")
+        row = int(duplicated.idxmax())
+        value = frame["id"][row]
+        first = int((frame["id"] == value).idxmax())
+        raise DataError(f"{csv_path}: id {value!r} is on line {first + 2} and again on line {row + 2}")
     if not image_dir.is_dir():
         raise DataError(f"{csv_path}: image folder {image_dir} does not exist")
     paths = tuple(image_dir / name for name in frame["filename"])

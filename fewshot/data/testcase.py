@@ -79,15 +79,32 @@ def resolve_episodes(path: Path, testcase: Testcase, bank: ImageBank, truth: np.
             if truth is not None
             else torch.full((testcase.spec.way * testcase.spec.query,), -1)
         )
-        episodes.append(
-            Episode(
-                testcase.spec,
-                bank.rows_of(testcase.support_ids[row], where),
-                bank.rows_of(testcase.query_ids[row], where),
-                labels.long(),
-            )
-        )
+        support = bank.rows_of(testcase.support_ids[row], where)
+        _check_support_classes(bank, support, testcase, row, where)
+        episodes.append(Episode(testcase.spec, support, bank.rows_of(testcase.query_ids[row], where), labels.long()))
     return episodes
+
+
+def _check_support_classes(bank: ImageBank, support: torch.Tensor, testcase: Testcase, row: int, where: str) -> None:
+    """The support of an episode is ``shot`` images of each of ``way`` different classes, class by class; a
+    split whose labels say otherwise (two slots of one class) would be scored as if they were two classes. A
+    split without real labels (a single class) cannot be checked."""
+    if len(bank.classes) < testcase.spec.way:
+        return
+    groups = bank.labels[support].view(testcase.spec.way, testcase.spec.shot)
+    ids = testcase.support_ids[row].reshape(testcase.spec.way, testcase.spec.shot)
+    for c, group in enumerate(groups):
+        if (group != group[0]).any():
+            raise DataError(f"{where}: support images {', '.join(ids[c])} of class slot {c} have different labels")
+    seen: dict[int, int] = {}
+    for c, label in enumerate(groups[:, 0].tolist()):
+        if label in seen:
+            first = seen[label]
+            raise DataError(
+                f"{where}: support images {ids[first][0]} and {ids[c][0]} are both of class "
+                f"{bank.classes[label]!r}: an episode's support needs {testcase.spec.way} different classes"
+            )
+        seen[label] = c
 
 
 def load_fixed_episodes(path: Path, bank: ImageBank, way: int, shot: int) -> tuple[Testcase, list[Episode]]:
@@ -99,10 +116,28 @@ def load_fixed_episodes(path: Path, bank: ImageBank, way: int, shot: int) -> tup
         gt_ids, truth = read_predictions(gt)
         if gt_ids != testcase.episode_ids:
             raise DataError(f"{gt}: episode ids differ from those of {path}")
+        if truth.shape[1] != testcase.query_ids.shape[1]:
+            raise DataError(_other_shape(path, testcase, truth.shape[1]))
         if ((truth < 0) | (truth >= way)).any():
             line, column = np.argwhere((truth < 0) | (truth >= way))[0]
             raise DataError(f"{gt}: line {line + 2}, query{column}: label {truth[line, column]} is not in 0..{way - 1}")
     return testcase, resolve_episodes(path, testcase, bank, truth)
+
+
+def _other_shape(path: Path, testcase: Testcase, n_query: int) -> str:
+    """Why a testcase read as ``testcase.spec`` disagrees with its answers' ``n_query`` queries, and the episode
+    shapes its ids do make."""
+    spec, total = testcase.spec, testcase.support_ids.shape[1] + testcase.query_ids.shape[1]
+    fits = [
+        f"{way}-way {(total - n_query) // way}-shot"
+        for way in range(2, total - n_query + 1)
+        if (total - n_query) % way == 0 and n_query % way == 0
+    ]
+    return (
+        f"{path}: its episodes are not {spec.way}-way {spec.shot}-shot: that would leave "
+        f"{testcase.query_ids.shape[1]} query ids, but its answers ({truth_path(path).name}) have {n_query}; "
+        f"its {total} ids per episode make {' or '.join(fits) or 'no such episode'} (set eval_episode.way and .shot)"
+    )
 
 
 def generate_testcase(

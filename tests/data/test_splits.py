@@ -137,14 +137,14 @@ def test_train_way_larger_than_classes_fails_before_decoding(root, cache, monkey
 
 def test_eval_way_larger_than_val_classes_fails_before_decoding(root, cache, monkeypatch):
     _forbid_decoding(monkeypatch)
-    with pytest.raises(DataError, match="only 5"):
+    with pytest.raises(DataError, match=r"val\.csv \(val split\): .* need 6 classes, but the data has only 5"):
         load_fewshot_data(_config(root, cache), TRAIN, EpisodeSpec(way=6, shot=1, query=1))
     assert not (cache / "banks").exists()
 
 
 def test_too_few_images_per_class_fails_before_decoding(root, cache, monkeypatch):
     _forbid_decoding(monkeypatch)
-    with pytest.raises(DataError, match="'n00000000' has only 6"):
+    with pytest.raises(DataError, match=r"train\.csv \(train split\): .* class 'n00000000' has only 6"):
         load_fewshot_data(_config(root, cache), EpisodeSpec(way=5, shot=2, query=5), EVAL)
     assert not (cache / "banks").exists()
 

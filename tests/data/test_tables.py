@@ -151,8 +151,27 @@ def test_duplicate_id(tmp_path):
     csv_path = _csv(tmp_path / "train.csv", "id,filename,label\n5,a.jpg,x\n17,b.jpg,x\n17,c.jpg,y\n")
     with pytest.raises(DataError) as err:
         read_image_csv(csv_path)
-    assert str(csv_path) in str(err.value)
-    assert "'17'" in str(err.value)
+    assert str(err.value) == f"{csv_path}: id '17' is on line 3 and again on line 4"
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_bytes(b"id,filename,label\n0,a.jpg,cat\n1,b.jpg,d\xe9g\n")
+    with pytest.raises(DataError) as err:
+        read_image_csv(csv_path)
+    assert str(err.value) == f"{csv_path}: line 3: byte 0xe9 is not UTF-8 (save the file as UTF-8)"
+    csv_path.write_bytes(b"\xff\xfe\x00\x01\x80\x81binary\x00\xc3\x28")
+    with pytest.raises(DataError, match="line 1: byte 0xff is not UTF-8"):
+        read_image_csv(csv_path)
+
+
+def test_a_label_with_spaces_around_it_is_refused_not_made_a_class(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        _jpeg(tmp_path / "train" / name)
+    csv_path = _csv(tmp_path / "train.csv", "id,filename,label\n0,a.jpg,boot\n1,b.jpg,boot \n")
+    with pytest.raises(DataError) as err:
+        read_image_csv(csv_path)
+    assert str(err.value) == f"{csv_path}: line 3: label 'boot ' has spaces around it (remove them)"
 
 
 def test_no_such_split(course_data):
@@ -174,7 +193,6 @@ def test_no_such_root(tmp_path):
     "content",
     [
         b"",  # empty file
-        b"\xff\xfe\x00\x01\x80\x81binary\x00\xc3\x28",  # not UTF-8
         b'id,filename,label\n0,a.jpg,x\n1,"b.jpg,x\n',  # unterminated quote
         b"id,filename,label\n0,a.jpg,x\n1,b.jpg,x,extra,fields\n",  # ragged rows
     ],

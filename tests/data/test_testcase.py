@@ -236,3 +236,35 @@ def test_write_fixed_episodes_round_trip(tmp_path):
         assert episode.query_labels.tolist() == truth[row].tolist()
         support_classes = bank.labels[episode.support]
         assert torch.equal(bank.labels[episode.query], support_classes[episode.query_labels])
+
+
+def test_an_episode_shape_that_the_answers_contradict_is_said_in_episode_terms(tmp_path):
+    """eval_episode.way=10 against the course's 5-way 1-shot 15-query testcase with its answers."""
+    path = tmp_path / "val_testcase.csv"
+    ids = [f"img{c}-{k}" for k in range(PER_CLASS) for c in range(N_CLASSES)]
+    support, query = np.array([ids[:5]] * 2, dtype=object), np.array([(ids * 2)[:75]] * 2, dtype=object)
+    write_testcase(path, CaseFile(EpisodeSpec(way=5, shot=1, query=15), ("0", "1"), support, query))
+    write_predictions(truth_path(path), ("0", "1"), np.zeros((2, 75), dtype=int))
+    with pytest.raises(DataError) as err:
+        load_fixed_episodes(path, _bank(_table()), 10, 1)
+    assert str(err.value) == (
+        f"{path}: its episodes are not 10-way 1-shot: that would leave 70 query ids, but its answers "
+        "(val_testcase_gt.csv) have 75; its 80 ids per episode make 5-way 1-shot (set eval_episode.way and .shot)"
+    )
+
+
+def test_an_episode_whose_support_repeats_a_class_is_refused_by_name(tmp_path):
+    path = tmp_path / "val_testcase.csv"
+    testcase = _small_testcase()  # episode "1": supports img3-1 (n03) and img2-1 (n02)
+    repeated = testcase.support_ids.copy()
+    repeated[1] = ["img3-1", "img3-4"]  # both n03
+    write_testcase(path, CaseFile(testcase.spec, testcase.episode_ids, repeated, testcase.query_ids))
+    with pytest.raises(DataError) as err:
+        load_fixed_episodes(path, _bank(_table()), 2, 1)
+    assert str(err.value) == (
+        f"{path}, line 3 (episode 1): support images img3-1 and img3-4 are both of class 'n03': "
+        "an episode's support needs 2 different classes"
+    )
+    unlabelled = ImageBank(torch.zeros(N_CLASSES * PER_CLASS, 3, 2, 2, dtype=torch.uint8),
+                           torch.zeros(N_CLASSES * PER_CLASS, dtype=torch.long), ("?",), _table().ids)  # fmt: skip
+    assert len(load_fixed_episodes(path, unlabelled, 2, 1)[1]) == 2  # no labels to check against
