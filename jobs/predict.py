@@ -18,31 +18,45 @@ from fewshot.cli import job_parser, run_job
 from fewshot.data.cache import load_bank
 from fewshot.data.predictions import write_predictions
 from fewshot.data.tables import read_image_csv
-from fewshot.data.testcase import load_fixed_episodes
+from fewshot.data.testcase import episode_shape, load_fixed_episodes
+from fewshot.errors import DataError
 from fewshot.evaluation import Evaluation, evaluate
 from fewshot.methods.build import load_method
 from fewshot.runtime import select_device
 
 
 def predict_testcase(
-    checkpoint: Path, image_csv: Path, image_dir: Path, testcase_path: Path, output_csv: Path, device: str = "auto"
+    checkpoint: Path,
+    image_csv: Path,
+    image_dir: Path,
+    testcase_path: Path,
+    output_csv: Path,
+    device: str = "auto",
+    shape: tuple[int, int] | None = None,
 ) -> Evaluation:
     """The course's prediction task: a trained checkpoint, an image CSV and folder, a testcase CSV in, a
-    predictions CSV (``episode_id,query0,...``) out. Episode shape and image size come from the checkpoint's
-    config; the score is computed too when ``<testcase>_gt.csv`` exists beside the testcase file."""
+    predictions CSV (``episode_id,query0,...``) out. The episodes' ``(way, shot)`` come from ``shape``, else
+    from the testcase file (:func:`~fewshot.data.testcase.episode_shape`, the checkpoint's way as a hint); the
+    image size from the checkpoint's config; the score is computed too when ``<testcase>_gt.csv`` exists."""
     run_device = select_device(device)
     config, method = load_method(checkpoint, run_device)
+    way, shot = shape or episode_shape(testcase_path, config.eval_episode.way)
     method.to(memory_format=torch.channels_last)
     bank = load_bank(read_image_csv(image_csv, image_dir), config.data.image_size, config.data.resize)
-    testcase, episodes = load_fixed_episodes(testcase_path, bank, config.eval_episode.way, config.eval_episode.shot)
+    testcase, episodes = load_fixed_episodes(testcase_path, bank, way, shot)
     result = evaluate(method, bank, episodes, run_device)
     write_predictions(output_csv, testcase.episode_ids, result.predictions)
     return result
 
 
 def main(args: argparse.Namespace) -> None:
+    if (args.way is None) != (args.shot is None):
+        raise DataError("give --way and --shot together (or neither: the testcase's header tells them)")
+    if args.way is not None and (args.way < 2 or args.shot < 1):
+        raise DataError(f"--way {args.way} --shot {args.shot}: an episode needs at least 2 classes and 1 shot")
+    shape = (args.way, args.shot) if args.way is not None else None
     result = predict_testcase(
-        args.checkpoint, args.image_csv, args.image_dir, args.testcase_csv, args.output_csv, args.device
+        args.checkpoint, args.image_csv, args.image_dir, args.testcase_csv, args.output_csv, args.device, shape
     )
     n_episodes, n_query = result.predictions.shape
     print(f"wrote {n_episodes} episodes × {n_query} queries to {args.output_csv}")
@@ -56,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("image_dir", type=Path)
     p.add_argument("testcase_csv", type=Path)
     p.add_argument("output_csv", type=Path)
+    p.add_argument("--way", type=int, help="classes per episode (default: from the testcase's header)")
+    p.add_argument("--shot", type=int, help="support images per class (default: from the testcase's header)")
     return p
 
 

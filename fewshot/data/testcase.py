@@ -8,6 +8,7 @@ the answers live in a separate ground-truth CSV in the predictions format (``<na
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,27 @@ def read_testcase(path: Path, way: int, shot: int) -> Testcase:
         raise DataError(f"{path}: line {blank[0][0] + 2}, column {blank[0][1] + 1} is empty")
     spec = EpisodeSpec(way=way, shot=shot, query=n_query // way)
     return Testcase(spec, tuple(ids[:, 0]), ids[:, 1 : 1 + n_support], ids[:, 1 + n_support :])
+
+
+def episode_shape(path: Path, way: int) -> tuple[int, int]:
+    """The way and shot of a testcase file's episodes, from its header when it names its columns (the course's
+    and fewshot's name the queries ``query<i>``; ``class<c>_support<k>`` names the way too), else from ``way``:
+    the testcase decides the shape of a prediction, not the model that predicts it."""
+    names = [str(name) for name in read_text_csv(path).columns[1:]]
+    n_query = sum(name.startswith("query") for name in names)
+    n_support = len(names) - n_query
+    if n_query == 0 or not all(name.startswith("query") for name in names[n_support:]):
+        raise DataError(
+            f"{path}: the header does not name its query columns query0, query1, ...; pass --way and --shot"
+        )
+    classes = {name.split("_")[0] for name in names[:n_support] if re.fullmatch(r"class\d+_support\d+", name)}
+    way = len(classes) or way
+    if n_support == 0 or n_support % way or n_query % way:
+        raise DataError(
+            f"{path}: {n_support} support and {n_query} query ids per episode do not make {way}-way episodes; "
+            "pass --way and --shot"
+        )
+    return way, n_support // way
 
 
 def write_testcase(path: Path, testcase: Testcase) -> None:
