@@ -90,6 +90,11 @@ def test_jobs_report_user_errors_in_one_line(tiny_builtin: Path, tmp_path: Path)
     train = run_script("train.py", "train.optim.lrr=1", f"data.root={tiny_builtin}")
     assert train.returncode == 2
     assert train.stderr.strip() == "error: unknown key 'train.optim.lrr' (did you mean 'lr'?)"
+    # A data mistake is found before the run folder is made: nothing half-written is left behind.
+    out = tmp_path / "run"
+    bad_data = run_script("train.py", f"data.root={tiny_builtin}", "train_episode.way=50", f"output_dir={out}")
+    assert bad_data.returncode == 2 and "need 50 classes" in bad_data.stderr.strip().splitlines()[-1]
+    assert not out.exists()
     predict = run_script("predict.py", "a.csv", "imgs", "t.csv", "o.csv", "--checkpoint", str(tmp_path / "x.pt"))
     assert predict.returncode == 2 and "Traceback" not in predict.stderr
     assert predict.stderr.strip() == f"error: checkpoint {tmp_path / 'x.pt'} does not exist"
