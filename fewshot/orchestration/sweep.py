@@ -26,6 +26,7 @@ from ray.exceptions import RayTaskError
 from fewshot.atomic import write_text_atomic
 from fewshot.config.loading import flatten, to_yaml
 from fewshot.config.schema import DataConfig, ExperimentConfig, TrainedConfig
+from fewshot.data.cache import load_bank
 from fewshot.data.splits import check_splits
 from fewshot.data.tables import FEWSHOT_DIRS
 from fewshot.errors import FewshotError
@@ -69,9 +70,14 @@ class Sweep:
         return replace(self, variants=variants)
 
     def check_data(self) -> None:
-        """Read and check each dataset the variants train on (one line for a mistake, before Ray starts)."""
+        """Read and check each dataset the variants train on, and decode its splits into the disk cache: a
+        mistake, a corrupt or truncated image among them, is one line naming it before Ray starts (the runs
+        then read the decoded splits, no second decode)."""
         for config in {variant.config.data: variant.config for variant in self.variants}.values():
-            check_splits(config.data, config.train_episode if isinstance(config, ExperimentConfig) else None)
+            data = config.data
+            splits = check_splits(data, config.train_episode if isinstance(config, ExperimentConfig) else None)
+            for table in splits:
+                load_bank(table, data.image_size, data.resize, data.cache_dir)
 
 
 def connect_ray() -> None:

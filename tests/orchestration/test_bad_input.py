@@ -31,6 +31,21 @@ def test_a_missing_image_folder_is_one_line_before_anything_starts(tmp_path: Pat
     assert not (tmp_path / "results").exists()  # no MLflow store, no run folder, no Ray session
 
 
+def test_a_truncated_image_is_named_before_ray_starts(tiny_builtin: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_builtin / "mini", root / "mini")
+    image = sorted((root / "mini" / "train").iterdir())[3]
+    image.write_bytes(image.read_bytes()[:300])  # a download cut short
+    done = _job("sweep_distance.py", "--data-root", str(root), "data.image_size=32", results=tmp_path / "results")
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {root / 'mini' / 'train.csv'}: image {image} is corrupt or not an image")
+    assert "Traceback" not in done.stderr and "Ray" not in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_an_office_label_missing_from_training_is_named(tiny_builtin: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     (root / "office").mkdir(parents=True)
