@@ -55,9 +55,10 @@ def read_testcase(path: Path, way: int, shot: int) -> Testcase:
 
 
 def episode_shape(path: Path, way: int) -> tuple[int, int]:
-    """The way and shot of a testcase file's episodes, from its header when it names its columns (the course's
-    and fewshot's name the queries ``query<i>``; ``class<c>_support<k>`` names the way too), else from ``way``:
-    the testcase decides the shape of a prediction, not the model that predicts it."""
+    """The way and shot of a testcase file's episodes, from its header: the course's and fewshot's name the
+    queries ``query<i>``, which tells the support columns apart; the way is the number of classes that
+    ``class<c>_support<k>`` names count, else ``way``. The testcase decides the shape of a prediction, not the
+    model that predicts it; a header that names no query columns is an error asking for ``--way``/``--shot``."""
     names = [str(name) for name in read_text_csv(path).columns[1:]]
     n_query = sum(name.startswith("query") for name in names)
     n_support = len(names) - n_query

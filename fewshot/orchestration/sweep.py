@@ -238,11 +238,14 @@ def share_all(datasets: Iterable[DataConfig], dirs: tuple[str, ...] = FEWSHOT_DI
 def plan_runs(cluster: dict[str, float], runs: int, sizing: Sizing) -> TrialPlan:
     """Size ``runs`` Ray Train runs like Tune's trials (a fraction of a GPU, or CPUs); ``concurrent`` counts
     runs. On CPUs the runs in flight share the cluster's CPUs by default: one run alone gets them all."""
-    workers, cpus = sizing.workers, sizing.cpus_per_run
-    if cpus is None and not cluster.get("GPU"):
+    workers = sizing.workers
+    if sizing.cpus_per_run is not None:
+        per_worker: int | None = max(1, sizing.cpus_per_run // workers)
+    elif not cluster.get("GPU"):  # every worker in flight gets an equal share of the CPUs
         total = max(1, int(cluster.get("CPU", 1)))
-        cpus = max(1, total // min(runs * workers, total)) * workers
-    per_worker = None if cpus is None else max(1, cpus // workers)
+        per_worker = max(1, total // min(runs * workers, total))
+    else:
+        per_worker = None  # plan_trials shares the CPUs between the GPU runs
     plan = plan_trials(cluster, runs * workers, sizing.gpus_per_run, per_worker)
     concurrent = max(1, plan.concurrent // workers)
     return replace(plan, concurrent=min(concurrent, sizing.max_concurrent or concurrent))

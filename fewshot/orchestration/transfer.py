@@ -68,7 +68,7 @@ def pretrain_backbones(
     """The ``backbone.pt`` of a finished pre-training of each config: reused if there is one, else trained as
     Ray Train runs, at once, as ``launch`` says, tracked in ``study`` under ``parent`` (an interrupted one
     resumes from its ``last.pt``)."""
-    runs = []
+    runs, methods = [], []
     for config in configs:
         run_dir = pretrain_dir(config, launch.results)
         if (run_dir / "backbone.pt").is_file() and (run_dir / "config.yaml").read_text() == to_yaml(config):
@@ -79,11 +79,12 @@ def pretrain_backbones(
             log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
         variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
         runs.append(Run(variant, run_dir, study, parent, resume_run=earlier))
+        methods.append(config.method)
     if runs:
         banks = share_all((run.variant.config.data for run in runs), FEWSHOT_DIRS)
-        for run, finished in zip(runs, train_runs(runs, replace(launch, banks=banks)), strict=True):
-            if not finished:
-                method = run.variant.config.method  # type: ignore[union-attr]
+        finished = train_runs(runs, replace(launch, banks=banks))
+        for run, method, done in zip(runs, methods, finished, strict=True):
+            if not done:
                 raise FewshotError(
                     f"{method} pre-training failed; its MLflow run's 'error' tag says why ({run.run_dir})"
                 )
@@ -150,8 +151,8 @@ def run_office(
             update = {"backbone": backbones[pretraining], "freeze": finetuning == "frozen"}
             config = study.finetune.model_copy(update=update)
             tags = {"setting": setting, "pretraining": PRETRAINING[pretraining], "finetuning": FINETUNING[finetuning]}
-            name = f"{setting}: {tags['pretraining']}, {tags['finetuning']}"
-            runs.append(Run(Variant(name, config, tags), out / setting, STUDY, parent, "office"))
+            label = f"{setting}: {tags['pretraining']}, {tags['finetuning']}"
+            runs.append(Run(Variant(label, config, tags), out / setting, STUDY, parent, "office"))
         if resumed:
             runs = unfinished(runs, tracker)
         if runs:
