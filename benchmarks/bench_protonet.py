@@ -91,7 +91,7 @@ def main() -> None:
     naive_train = median_rate(lambda i: train_step(method, optimizer, naive_batch(train_paths, sampler[i], True)), n)
     with torch.inference_mode():
         method.eval()
-        naive_eval = median_rate(lambda i: method.logits(naive_batch(val_paths, data.val_episodes[i], False)), n)
+        naive_eval = median_rate(lambda i: method.logits(naive_batch(val_paths, data.select.episodes[i], False)), n)
         method.train()
 
     tune_allocator()
@@ -104,7 +104,7 @@ def main() -> None:
     with torch.inference_mode():
         method.eval()
         fast_eval = median_rate(
-            lambda i: method.logits(episode_tensors(data.val_episodes[i], data.val, BatchTransform())), n
+            lambda i: method.logits(episode_tensors(data.select.episodes[i], data.select.bank, BatchTransform())), n
         )
 
     print(f"train  naive {naive_train:6.2f} ep/s | fewshot {fast_train:6.2f} ep/s | limit {compute_limit:6.2f} ep/s")

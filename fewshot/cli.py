@@ -9,6 +9,7 @@ else ``sqlite:///<results>/mlflow.db``) is the MLflow store.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from fewshot.data.splits import check_splits
 from fewshot.errors import FewshotError
 from fewshot.orchestration.sweep import Launch, Sizing, Sweep, run_sweeps
 from fewshot.orchestration.transfer import pretrain_backbones
+from fewshot.paths import check_writable
 from fewshot.runtime import tune_allocator
 from fewshot.tracking.runs import Tracker, absolute_uri, default_tracking_uri
 
@@ -72,7 +74,8 @@ FLAGS: dict[str, dict[str, Any]] = {
     "checkpoint": {"type": Path, "required": True, "help": "best.pt or last.pt of a training run"},
     "device": {"default": "auto", "choices": ("auto", "cpu", "cuda")},
 }
-STORES = ("results", "tracking-uri")  # where runs are kept: see stores()
+STORES = ("results", "tracking-uri")
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EISDIR)  # where runs are kept: see stores()
 SIZING = ("workers", "max-concurrent", "gpus-per-run", "cpus-per-run")  # how runs are sized: see sizing()
 
 
@@ -108,6 +111,7 @@ def transfer_parser(description: str) -> argparse.ArgumentParser:
 def stores(args: argparse.Namespace) -> Stores:
     """The results folder and tracking URI the flags (or their environment defaults) name, made absolute."""
     results = (args.results or Path(os.environ.get("FEWSHOT_RESULTS", "results"))).expanduser().resolve()
+    check_writable(results, "results folder")  # before any work: not a traceback after the first run
     uri = absolute_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri(results)
     return Stores(results, uri)
 
@@ -179,6 +183,11 @@ def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.Argumen
         main(args)
     except FewshotError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as err:  # a path the user chose that cannot be written (checked up front where it can be)
+        if err.errno not in UNWRITABLE:
+            raise
+        print(f"error: cannot write {err.filename}: {err.strerror}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

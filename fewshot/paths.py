@@ -1,7 +1,10 @@
 """Where fewshot keeps what it generates: built-in datasets and decoded caches, runs, Ray's checkpoints."""
 
 import os
+import tempfile
 from pathlib import Path
+
+from fewshot.errors import ConfigError
 
 
 def cache_root() -> Path:
@@ -26,3 +29,26 @@ def ray_storage(local: Path, results: Path) -> str:
     except ValueError:  # outside the results root: keep the last two parts, enough to tell runs apart
         relative = "/".join(local.parts[-2:])
     return f"{base.rstrip('/')}/{relative}"
+
+
+def writable(folder: Path) -> bool:
+    """Whether ``folder`` (made if need be) can take new files."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_writable(folder: Path | str, what: str) -> None:
+    """A :class:`ConfigError` now, in one line, if ``folder`` could not be made and written — before any work,
+    and without making it (its nearest existing parent is tried instead)."""
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {folder}: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ConfigError(f"{what} {folder} cannot be written ({err.strerror} in {existing})") from None

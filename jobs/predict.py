@@ -19,9 +19,10 @@ from fewshot.data.cache import load_bank
 from fewshot.data.predictions import write_predictions
 from fewshot.data.tables import read_image_csv
 from fewshot.data.testcase import episode_shape, load_fixed_episodes
-from fewshot.errors import DataError
+from fewshot.errors import ConfigError, DataError
 from fewshot.evaluation import Evaluation, evaluate
 from fewshot.methods.build import load_method
+from fewshot.paths import check_writable
 from fewshot.runtime import select_device
 
 
@@ -55,6 +56,9 @@ def main(args: argparse.Namespace) -> None:
     if args.way is not None and (args.way < 2 or args.shot < 1):
         raise DataError(f"--way {args.way} --shot {args.shot}: an episode needs at least 2 classes and 1 shot")
     shape = (args.way, args.shot) if args.way is not None else None
+    if args.output_csv.is_dir():
+        raise ConfigError(f"{args.output_csv} is a folder: give the predictions CSV's file name")
+    check_writable(args.output_csv.parent, "the folder of the predictions file")  # before computing anything
     result = predict_testcase(
         args.checkpoint, args.image_csv, args.image_dir, args.testcase_csv, args.output_csv, args.device, shape
     )

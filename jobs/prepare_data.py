@@ -28,13 +28,16 @@ def main(args: argparse.Namespace) -> None:
     config = load_config(PrepareConfig, args.config, args.overrides)
     data = load_fewshot_data(config.data, config.train, config.eval)
     print(f"data root:        {data.root}")
-    for name, bank in (("train", data.train), ("val", data.val)):
+    banks = {"train": data.train, data.select.split: data.select.bank, data.report.split: data.report.bank}
+    for name, bank in banks.items():
         per_class = np.bincount(bank.labels.numpy())
         print(
-            f"{name + ':':<17} {len(bank)} images, {len(bank.classes)} classes "
+            f"{name + ':':<20} {len(bank)} images, {len(bank.classes)} classes "
             f"({per_class.min()}-{per_class.max()} per class), {tuple(bank.images.shape[1:])} uint8"
         )
-    print(f"val episodes:     {len(data.val_episodes)} × {data.testcase.spec} in {data.testcase_path}")
+    for role, fixed in (("selection", data.select), ("report", data.report)):
+        print(f"{role + ' episodes:':<20} {len(fixed.episodes)} × {fixed.testcase.spec} in {fixed.path}")
+    print(data.protocol.describe())
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> None:
         raise FewshotError(f"run {run.run_id} is not a sweep parent (no {GROUP_TAG!r} tag); pass --by TAG")
     table = sweep_table(tracker, run.run_id, by)
     if table.empty:
-        raise FewshotError(f"sweep {run.run_id} has no finished runs with a val_acc metric")
+        raise FewshotError(f"sweep {run.run_id} has no finished runs with a report_acc metric")
     out = (args.out or Path(run.tags.get("results_dir") or where.results / args.study / "report")).resolve()
     comparison = publish(tracker, run.run_id, table, by, run.name or args.study, out)
     print(comparison.to_markdown())

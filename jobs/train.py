@@ -6,8 +6,8 @@
     python jobs/train.py method=afhn afhn.pretrain_epochs=5
 
 Writes config.yaml, last.pt/best.pt and predictions.csv (and, for the hallucinating methods, tsne.png) to
-output_dir (default results/train-<time>);
-running again with the same output_dir resumes from last.pt.
+output_dir (default results/train-<time>); running again with the same output_dir resumes from last.pt, and
+--restart replaces a run of another config there.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from fewshot.cli import job_parser, run_job
 from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig
+from fewshot.paths import check_writable
 from fewshot.training.run import run
 from fewshot.viz.tsne import checkpoint_tsne
 
@@ -26,9 +27,11 @@ from fewshot.viz.tsne import checkpoint_tsne
 def main(args: argparse.Namespace) -> None:
     config = load_config(ExperimentConfig, args.config, args.overrides)
     run_dir = (config.output_dir or Path("results") / time.strftime("train-%Y%m%d-%H%M%S")).resolve()
-    result = run(config, run_dir)
-    assert result.outcome is not None
-    print(f"val accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.outcome.score}")
+    check_writable(run_dir, "output_dir")  # before the data is read, without making the folder
+    result = run(config, run_dir, restart=args.restart)
+    assert result.outcome is not None and result.outcome.protocol is not None
+    print(f"accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.outcome.score}")
+    print(result.outcome.protocol.describe())
     print(f"nearest-mean-colour baseline on the same episodes: {result.outcome.baseline}")
     print(f"best epoch {result.fit.best_epoch}; checkpoints and predictions in {run_dir}")
     if config.method != "protonet":
@@ -36,4 +39,6 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_job(main, job_parser(__doc__.splitlines()[0]))
+    parser = job_parser(__doc__.splitlines()[0])
+    parser.add_argument("--restart", action="store_true", help="replace the run in output_dir instead of resuming")
+    run_job(main, parser)

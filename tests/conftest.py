@@ -67,14 +67,23 @@ def write_split(folder: Path, split: str, classes: list[str], per_class: int, si
 
 @pytest.fixture
 def course_data(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: a course-layout root (``mini/`` style by default) with train and val splits."""
+    """Factory: a course-layout root (``mini/`` style by default) with train and val splits (and a test split
+    of ``test_classes`` classes, when asked)."""
 
     def make(
-        style: str = "mini", train_classes: int = 6, val_classes: int = 5, per_class: int = 6, size: int = 84
+        style: str = "mini",
+        train_classes: int = 6,
+        val_classes: int = 5,
+        per_class: int = 6,
+        size: int = 84,
+        test_classes: int = 0,
     ) -> Path:
         folder = tmp_path / "hw4_data" / ("mini" if style == "mini" else "")
         write_split(folder, "train", [f"n{c:08d}" for c in range(train_classes)], per_class, size, seed=1)
         write_split(folder, "val", [f"n{c:08d}" for c in range(100, 100 + val_classes)], per_class, size, seed=2)
+        if test_classes:
+            classes = [f"n{c:08d}" for c in range(200, 200 + test_classes)]
+            write_split(folder, "test", classes, per_class, size, seed=3)
         return tmp_path / "hw4_data"
 
     return make

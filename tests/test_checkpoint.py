@@ -74,8 +74,9 @@ def test_the_same_seed_gives_identical_episodes_and_accuracy(tiny_builtin: Path,
     )  # same episodes, same answers
     other = _run(tiny_builtin, tmp_path / "c", 4)
     assert [h["loss"] for h in other.fit.history] != [h["loss"] for h in first.fit.history]
-    # Another seed trains differently but is scored on the same episodes: one generated set for the shape.
-    assert len(list((tmp_path / "cache" / "episodes").glob("*_gt.csv"))) == 1
+    # Another seed trains differently but is selected and scored on the same episodes: one generated set per
+    # split and shape (val: selection, test: report).
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "episodes").glob("*_gt.csv")) == ["test", "val"]
     ids = [pd.read_csv(run.outcome.predictions)["episode_id"].tolist() for run in (first, other)]
     assert ids[0] == ids[1]
 

@@ -33,12 +33,13 @@ def test_fast_path_gives_the_logits_of_the_plain_path(tiny_builtin: Path) -> Non
     plain = build_method(config).eval()
     fast = build_method(config).eval().to(memory_format=torch.channels_last)
     fast.load_state_dict(plain.state_dict())
-    paths = {image_id: path for image_id, path in zip(data.val.ids, _val_paths(tiny_builtin), strict=True)}
-    for episode in data.val_episodes[:3]:
-        batch = episode_tensors(episode, data.val, BatchTransform())
+    val = data.select.bank
+    paths = {image_id: path for image_id, path in zip(val.ids, _val_paths(tiny_builtin), strict=True)}
+    for episode in data.select.episodes[:3]:
+        batch = episode_tensors(episode, val, BatchTransform())
         assert batch.support.is_contiguous(memory_format=torch.channels_last)
-        support = _pil_batch([paths[data.val.ids[i]] for i in episode.support])
-        query = _pil_batch([paths[data.val.ids[i]] for i in episode.query])
+        support = _pil_batch([paths[val.ids[i]] for i in episode.support])
+        query = _pil_batch([paths[val.ids[i]] for i in episode.query])
         assert torch.allclose(batch.support, support, atol=1e-6) and torch.allclose(batch.query, query, atol=1e-6)
         plain_batch = type(batch)(support, batch.support_labels, query, batch.query_labels, batch.way, batch.shot)
         with torch.no_grad():
@@ -68,12 +69,14 @@ def test_predict_on_best_pt_writes_exactly_the_runs_predictions(
     config = load_config(ExperimentConfig, None, overrides)
     result = run(config, tmp_path / "run")
     data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
-    out, val = tmp_path / "pred.csv", tiny_builtin / "mini"
+    out, mini = tmp_path / "pred.csv", tiny_builtin / "mini"  # the run was scored on the test split's episodes
     predict = load_job("predict").predict_testcase
-    prediction = predict(tmp_path / "run" / "best.pt", val / "val.csv", val / "val", data.testcase_path, out, "cpu")
+    prediction = predict(tmp_path / "run" / "best.pt", mini / "test.csv", mini / "test", data.report.path, out, "cpu")
     assert out.read_text().splitlines()[0].split(",") == ["episode_id"] + [f"query{i}" for i in range(50)]
     ids, values = read_predictions(out)
-    assert ids == data.testcase.episode_ids and values.shape == (20, 50) and set(np.unique(values)) <= set(range(5))
+    assert (
+        ids == data.report.testcase.episode_ids and values.shape == (20, 50) and set(np.unique(values)) <= set(range(5))
+    )
     assert out.read_bytes() == (tmp_path / "run" / "predictions.csv").read_bytes()
     assert prediction.score is not None and result.score is not None and prediction.score.mean == result.score.mean
 
@@ -81,8 +84,9 @@ def test_predict_on_best_pt_writes_exactly_the_runs_predictions(
 def test_evaluate_without_answers_predicts_but_does_not_score(tiny_builtin: Path) -> None:
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
     data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
-    unlabelled = [type(e)(e.spec, e.support, e.query, torch.full_like(e.query_labels, -1)) for e in data.val_episodes]
-    result = evaluate(build_method(config), data.val, unlabelled[:4])
+    episodes = data.report.episodes
+    unlabelled = [type(e)(e.spec, e.support, e.query, torch.full_like(e.query_labels, -1)) for e in episodes]
+    result = evaluate(build_method(config), data.report.bank, unlabelled[:4])
     assert result.score is None and result.predictions.shape == (4, 50)
 
 
@@ -107,11 +111,11 @@ def test_mean_colour_baseline_reads_colour_and_only_colour(course_data, tiny_bui
     spec = EpisodeSpec(way=5, shot=1, query=5)
     # course_data gives every class its own brightness: colour alone separates them.
     coloured = load_fewshot_data(DataConfig(root=course_data(per_class=6), n_val_episodes=20), spec, spec)
-    assert mean_colour_baseline(coloured.val, coloured.val_episodes).mean > 90
+    assert mean_colour_baseline(coloured.report.bank, coloured.report.episodes).mean > 90
     # The built-in data hides the class from colour: near chance (20%).
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"data.n_val_episodes": 200}))
     builtin = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
-    assert mean_colour_baseline(builtin.val, builtin.val_episodes).mean < 32
+    assert mean_colour_baseline(builtin.report.bank, builtin.report.episodes).mean < 32
 
 
 def test_prepare_data_job_checks_decodes_and_summarises(tiny_builtin: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fewshot"
 LAYERS = [  # lowest first
-    {"errors", "atomic", "paths"},
+    {"errors"},
+    {"atomic", "paths"},
     {"runtime", "precision", "checkpoint"},
     *({unit} for unit in ("config", "data", "models", "methods", "evaluation", "training", "viz", "search")),
     *({unit} for unit in ("tracking", "orchestration", "cli")),

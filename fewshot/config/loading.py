@@ -77,8 +77,8 @@ def to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config_dict(config), sort_keys=False)
 
 
-def flatten(config: BaseModel) -> dict[str, Any]:
-    """``{"train.lr": 0.001, ...}``: dotted keys for logging a config as MLflow params."""
+def flatten(config: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """``{"train.lr": 0.001, ...}``: a config (or its dict) as dotted keys, e.g. for MLflow params."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -88,7 +88,7 @@ def flatten(config: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", config_dict(config))
+    walk("", config_dict(config) if isinstance(config, BaseModel) else config)
     return out
 
 

@@ -54,8 +54,10 @@ class DataConfig(Strict):
     root: Path | None = None
     train_split: str = "train"
     val_split: str = "val"
+    test_split: str | None = "test"  # when the data has it, scores are reported on it (null: never)
     val_episodes: Path | None = None  # testcase CSV; default: <split dir>/val_testcase.csv, else generated
-    n_val_episodes: int = Field(600, ge=1)  # when the evaluation episodes are generated
+    test_episodes: Path | None = None  # testcase CSV; default: <split dir>/test_testcase.csv, else generated
+    n_val_episodes: int = Field(600, ge=1)  # when fixed episodes are generated
     image_size: int = Field(84, ge=8)
     resize: bool = False  # resize images of another size when decoding (else they are an error)
     cache_dir: Path | None = None  # decoded-image cache; default: $FEWSHOT_CACHE/banks
@@ -163,7 +165,8 @@ class LoopConfig(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     flip: bool = True  # random horizontal flip of training images (BYOL's views have their own)
     val_every: int = Field(1, ge=1)  # epochs between validations
-    val_episodes: int | None = Field(200, ge=1)  # validate on the first N fixed episodes (None: all)
+    val_episodes: int | None = Field(200, ge=1)  # validate on the first N selection episodes (None: all)
+    select: Literal["best", "last"] = "best"  # best.pt: the best validated epoch, or the last one
     log_every: int = Field(50, ge=1)  # steps between progress lines
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = True
@@ -185,7 +188,7 @@ class BatchTrainConfig(LoopConfig):
     batch_size: int = Field(64, ge=2)
     crop_scale: tuple[float, float] | None = (0.35, 1.0)  # random resized crop of supervised images; null: none
     schedule: ScheduleConfig = ScheduleConfig(name="cosine")
-    val_episodes: int | None = Field(100, ge=1)  # pre-training: few-shot episodes scored each epoch (None: all)
+    val_episodes: int | None = Field(100, ge=1)  # pre-training: selection episodes scored each epoch (None: all)
     log_every: int = Field(10, ge=1)
 
 
@@ -224,7 +227,11 @@ class FinetuneConfig(Strict):
     freeze: bool = False
     lr_scale: dict[str, float] = {}
     data: DataConfig = DataConfig(**_SMALL_IMAGES)
-    train: BatchTrainConfig = BatchTrainConfig(optim=OptimConfig(lr=3e-4, weight_decay=1e-4), val_episodes=None)
+    # Office-Home has no split apart from the one scores are reported on: the last epoch is kept, validation is
+    # a curve to look at, never a choice.
+    train: BatchTrainConfig = BatchTrainConfig(
+        optim=OptimConfig(lr=3e-4, weight_decay=1e-4), val_episodes=None, select="last"
+    )
     seed: int = 0
     output_dir: Path | None = None
 

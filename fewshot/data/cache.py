@@ -10,6 +10,7 @@ renamed into place, so a crash never leaves a half-written cache behind.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import time
@@ -19,16 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from fewshot.data.tables import ImageTable
-from fewshot.errors import DataError
-from fewshot.paths import cache_root
+from fewshot.errors import DataError, one_line
+from fewshot.paths import cache_root, writable
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the stored layout changes
+CACHE_FORMAT = 2  # bump when the stored layout or the decoding changes (2: EXIF orientation, 16-bit scaled)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,14 @@ def load_bank(table: ImageTable, image_size: int, resize: bool = False, cache_di
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "banks"
     key = _cache_key(table, image_size, resize)
     path = cache_dir / f"bank-{key}.npy"
-    if not path.is_file():
+    if path.is_file():
+        array = np.load(path, mmap_mode="c")  # copy-on-write: shared pages, writable for torch
+    elif writable(cache_dir):
         _build(table, image_size, resize, path)
-    array = np.load(path, mmap_mode="c")  # copy-on-write: shared pages, writable for torch
+        array = np.load(path, mmap_mode="c")
+    else:  # a read-only cache still serves the banks it holds; a new one is decoded for this process alone
+        log.warning("cache folder %s is not writable: decoding %s in memory, not kept", cache_dir, table.source)
+        array = _decode_all(table, image_size, resize, np.empty((len(table), 3, image_size, image_size), np.uint8))
     return ImageBank(torch.from_numpy(array), table.label_indices(), table.classes, table.ids)
 
 
@@ -88,14 +95,9 @@ def _build(table: ImageTable, image_size: int, resize: bool, path: Path) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
     log.info("decoding %d images of %s into %s", len(table), table.source, path)
-    start, reported = time.monotonic(), 0
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(table), 3, image_size, image_size))
-        for row, image_path in enumerate(table.paths):
-            out[row] = _decode(table, image_path, image_size, resize).numpy()
-            if (row + 1) * 10 // len(table) > reported:
-                reported = (row + 1) * 10 // len(table)
-                log.info("  decoded %d/%d images (%.1fs)", row + 1, len(table), time.monotonic() - start)
+        _decode_all(table, image_size, resize, out)
         out.flush()
         del out
         os.replace(tmp, path)
@@ -103,15 +105,27 @@ def _build(table: ImageTable, image_size: int, resize: bool, path: Path) -> None
         tmp.unlink(missing_ok=True)
 
 
+def _decode_all(table: ImageTable, image_size: int, resize: bool, out: np.ndarray) -> np.ndarray:
+    """Decode every image of ``table`` into ``out`` (``(N, 3, S, S)`` uint8), logging progress by tenths."""
+    start, reported = time.monotonic(), 0
+    for row, image_path in enumerate(table.paths):
+        out[row] = _decode(table, image_path, image_size, resize).numpy()
+        if (row + 1) * 10 // len(table) > reported:
+            reported = (row + 1) * 10 // len(table)
+            log.info("  decoded %d/%d images (%.1fs)", row + 1, len(table), time.monotonic() - start)
+    return out
+
+
 def _decode(table: ImageTable, image_path: Path, image_size: int, resize: bool) -> torch.Tensor:
     raw = _read_bytes(table, image_path)
     if not raw:  # torch.frombuffer rejects an empty buffer with a bare ValueError
         raise DataError(f"{table.source}: image {image_path} is corrupt or not an image (the file is empty)")
-    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
     try:
-        image = decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as err:
-        raise DataError(f"{table.source}: image {image_path} is corrupt or not an image ({err})") from None
+        image = decode_rgb(raw)
+    except (RuntimeError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(
+            f"{table.source}: image {image_path} is corrupt or not an image ({one_line(str(err))})"
+        ) from None
     height, width = image.shape[-2:]
     if (height, width) != (image_size, image_size):
         if not resize:
@@ -121,6 +135,30 @@ def _decode(table: ImageTable, image_path: Path, image_size: int, resize: bool) 
             )
         image = TF.resize(image, [image_size, image_size], antialias=True)
     return image
+
+
+def decode_rgb(raw: bytes) -> torch.Tensor:
+    """An encoded image as ``(3, H, W)`` uint8 RGB, upright: palette, grey and alpha images become RGB, a CMYK
+    JPEG is converted, 16-bit images are scaled to 8 bits (not cut), and EXIF orientation is applied. JPEG, PNG,
+    WebP and GIF are decoded by torchvision, any other format PIL reads (BMP, TIFF...) by PIL."""
+    try:
+        image = decode_image(
+            torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB, apply_exif_orientation=True
+        )
+    except RuntimeError as err:
+        if "Unsupported image file" not in str(err):
+            raise
+        image = _decode_with_pil(raw)
+    return TF.to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
+
+
+def _decode_with_pil(raw: bytes) -> torch.Tensor:
+    with Image.open(io.BytesIO(raw)) as opened:
+        picture = ImageOps.exif_transpose(opened)
+        if picture.mode.startswith("I"):  # 16/32-bit grey: PIL's own conversion to RGB clips at 255
+            grey = np.asarray(picture, dtype=np.int64)
+            picture = Image.fromarray((grey >> 8 if grey.max() > 255 else grey).clip(0, 255).astype(np.uint8))
+        return torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def _read_bytes(table: ImageTable, image_path: Path) -> bytes:

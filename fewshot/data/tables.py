@@ -13,7 +13,7 @@ A table is validated once when it is read, so a missing column or image is repor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,12 @@ class ImageTable:
     def classes(self) -> tuple[str, ...]:
         """Class labels in order of first appearance."""
         return tuple(dict.fromkeys(self.labels))
+
+    def take(self, rows: list[int]) -> ImageTable:
+        """The images at ``rows``, in that order (same source)."""
+        ids = tuple(self.ids[i] for i in rows)
+        paths = tuple(self.paths[i] for i in rows)
+        return replace(self, ids=ids, paths=paths, labels=tuple(self.labels[i] for i in rows))
 
     def label_indices(self) -> torch.Tensor:
         """``(N,)`` int64 class index of every image, into :attr:`classes`."""
@@ -115,6 +121,16 @@ def open_split(root: Path, split: str, dirs: tuple[str, ...] = FEWSHOT_DIRS) -> 
     root = Path(root)
     if root.is_file():
         return read_image_csv(root)
+    table = find_split(root, split, dirs)
+    if table is None:
+        tried = ", ".join(str(root / d / f"{split}.csv") for d in dirs)
+        raise DataError(f"no '{split}' split under {root}: looked for {tried} and ImageFolder trees beside them")
+    return table
+
+
+def find_split(root: Path, split: str, dirs: tuple[str, ...] = FEWSHOT_DIRS) -> ImageTable | None:
+    """``split`` of the data folder ``root`` as :func:`open_split` finds it, or None when it has none."""
+    root = Path(root)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist")
     for sub in dirs:
@@ -125,8 +141,7 @@ def open_split(root: Path, split: str, dirs: tuple[str, ...] = FEWSHOT_DIRS) -> 
         folder = root / sub / split
         if folder.is_dir() and any(p.is_dir() for p in folder.iterdir()):
             return read_image_folder(folder)
-    tried = ", ".join(str(root / d / f"{split}.csv") for d in dirs)
-    raise DataError(f"no '{split}' split under {root}: looked for {tried} and ImageFolder trees beside them")
+    return None
 
 
 def _check_files_exist(csv_path: Path, paths: tuple[Path, ...]) -> None:

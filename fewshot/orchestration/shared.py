@@ -19,7 +19,7 @@ import torch
 
 from fewshot.config.schema import DataConfig
 from fewshot.data.cache import ImageBank, load_bank
-from fewshot.data.splits import data_root
+from fewshot.data.splits import check_splits, data_root
 from fewshot.data.tables import FEWSHOT_DIRS, ImageTable, open_split
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,21 @@ class SharedBanks:
 def share_banks(
     config: DataConfig, splits: tuple[str, ...] | None = None, dirs: tuple[str, ...] = FEWSHOT_DIRS
 ) -> SharedBanks:
-    """Decode ``splits`` (default: the train and validation splits of ``config``; found in ``dirs`` of the root,
-    e.g. Office-Home's) and put them in the store."""
+    """Decode ``splits`` (default: every split a run on ``config`` reads — train, validation, and a few-shot
+    dataset's test split when it has one; found in ``dirs`` of the root, e.g. Office-Home's) and put them in the
+    store."""
     root = data_root(config)
+    tables = (
+        [open_split(root, split, dirs) for split in splits]
+        if splits is not None
+        else check_splits(config, dirs=dirs, test=dirs == FEWSHOT_DIRS)
+    )
     shared = SharedBanks()
-    for split in splits or (config.train_split, config.val_split):
-        table = open_split(root, split, dirs)
+    for table in tables:
         bank = load_bank(table, config.image_size, config.resize, config.cache_dir)
         shared = shared.share(table, config.image_size, config.resize, bank.images.numpy())
         size = bank.images.numel() / 2**20
-        log.info("shared %s split (%d images, %.0f MiB) in the object store", split, len(bank), size)
+        log.info("shared %s (%d images, %.0f MiB) in the object store", table.source.name, len(bank), size)
     return shared
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fewshot.atomic import write_text_atomic
+from fewshot.atomic import fresh_folder, write_text_atomic
 from fewshot.config.loading import config_dict, flatten, validate_config
 from fewshot.config.schema import TrainedConfig
 from fewshot.errors import ConfigError
@@ -130,9 +130,10 @@ def new_study(
     check_space(space, space_file, base)
     if grid:
         space.grid()  # every param must have grid values: fail now, not after the first trials
-    name = f"{space_file.stem}-{'grid' if grid else 'asha'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = results / "tune" / name
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = fresh_folder(
+        results / "tune" / f"{space_file.stem}-{'grid' if grid else 'asha'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    name = folder.name  # two studies started in the same second get folders of their own
     n = space.grid_size() if grid else samples or space.samples
     experiment = f"tune-{space.method}"
     tags = {"study": name, "space": space_file.name, "search": "grid" if grid else "optuna+asha", "samples": n}

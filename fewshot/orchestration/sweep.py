@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 from ray.exceptions import RayTaskError
 
-from fewshot.atomic import write_text_atomic
+from fewshot.atomic import fresh_folder, owned, write_text_atomic
 from fewshot.config.loading import flatten, to_yaml
 from fewshot.config.schema import DataConfig, ExperimentConfig, TrainedConfig
 from fewshot.data.cache import load_bank
@@ -182,16 +182,18 @@ def _open_sweep(
 def open_parent(
     tracker: Tracker, study: str, name: str, group_by: str, results: Path, resume: bool, parents: ExitStack
 ) -> tuple[str, Path, bool]:
-    """The parent MLflow run of a sweep ``name`` (entered into ``parents``, so it ends as the block does), its
-    results folder, and whether it is the latest such sweep reopened (``resume``) rather than a new one."""
+    """The parent MLflow run of a sweep ``name`` and the hold on its results folder (both entered into
+    ``parents``, so they end as the block does), the folder, and whether it is the latest such sweep reopened
+    (``resume``) rather than a new one."""
     earlier = tracker.latest(study, "sweep", name) if resume else None
     if resume and (earlier is None or "results_dir" not in earlier.tags):
         raise FewshotError(f"no {name} to resume in {tracker.uri}; run it without --resume")
     if earlier is not None:
         folder = Path(earlier.tags["results_dir"])
         log.info("resuming %s in %s (MLflow run %s)", name, folder, earlier.run_id)
-    else:
-        folder = results / study / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    else:  # two sweeps started in the same second get folders of their own
+        folder = fresh_folder(results / study / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    parents.enter_context(owned(folder))  # one driver per sweep folder: a second --resume of it is an error
     tags, resumed = {"sweep": name, GROUP_TAG: group_by}, earlier.run_id if earlier else None
     parent = parents.enter_context(tracker.run(study, name, tags=tags, resume=resumed))
     tracker.set_tags(parent, {"results_dir": folder})
@@ -228,7 +230,7 @@ def unfinished(runs: Sequence[Run], tracker: Tracker) -> list[Run]:
 
 
 def share_all(datasets: Iterable[DataConfig], dirs: tuple[str, ...] = FEWSHOT_DIRS) -> SharedBanks:
-    """The train and validation splits of every distinct dataset, decoded once into the object store."""
+    """The splits of every distinct dataset (:func:`share_banks`), decoded once into the object store."""
     refs: dict[BankKey, ray.ObjectRef] = {}
     for data in dict.fromkeys(datasets):
         refs |= share_banks(data, dirs=dirs).refs

@@ -10,8 +10,6 @@ epoch. Rank 0 also logs the epoch metrics and, at the end, the final score and a
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from torch import nn
 
+from fewshot.atomic import link_atomic
 from fewshot.checkpoint import load_checkpoint, save_checkpoint
 from fewshot.config.loading import config_dict, validate_config
 from fewshot.config.schema import TRAINED_CONFIGS, ExperimentConfig, TrainedConfig
@@ -34,6 +33,7 @@ from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker
+from fewshot.tracking.tables import CI_METRIC, METRIC, PROTOCOL_DETAIL, PROTOCOL_TAG
 from fewshot.training.loop import Placement
 from fewshot.training.recipe import RunResult
 from fewshot.training.reporting import LogReporter, MultiReporter, Reporter
@@ -201,7 +201,7 @@ class RayReporter:
             epoch, checkpoint = int(metrics.pop("epoch")), result.fit.last_checkpoint if result.score else None
         else:
             return
-        final = {"final_acc": result.score.mean} if result.score is not None else {}
+        final = {METRIC: result.score.mean} if result.score is not None else {}
         self._send(epoch, {**metrics, **final}, checkpoint)
 
     def _send(self, epoch: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
@@ -210,24 +210,20 @@ class RayReporter:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            _link_or_copy(checkpoint, Path(folder) / "last.pt")
+            link_atomic(checkpoint, Path(folder) / "last.pt")  # same file system: no copy of the weights
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)  # same file system: no copy of the weights
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _log_final(tracker: Tracker, run_id: str, result: RunResult, run_dir: Path, plots: list[Path]) -> None:
     final = {"best_epoch": float(result.fit.best_epoch)}
     outcome = result.outcome
     if outcome is not None:
-        final |= {"val_acc": outcome.score.mean, "val_ci95": outcome.score.ci95}
+        final |= {METRIC: outcome.score.mean, CI_METRIC: outcome.score.ci95}
         if outcome.baseline is not None:
             final["colour_baseline_acc"] = outcome.baseline.mean
+        if outcome.protocol is not None:
+            protocol = outcome.protocol
+            tracker.set_tags(run_id, {PROTOCOL_TAG: protocol.name, PROTOCOL_DETAIL: protocol.describe()})
     tracker.log_metrics(run_id, final, step=int(result.fit.history[-1]["epoch"]) if result.fit.history else 0)
     written = (outcome.predictions, *outcome.files) if outcome is not None else ()
     for path in (run_dir / "config.yaml", *written, *plots):

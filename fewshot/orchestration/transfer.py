@@ -117,7 +117,7 @@ class OfficeStudy:
         if unknown or not self.settings:
             raise FewshotError(f"settings {self.settings!r}: choose from {''.join(SETTINGS)} (e.g. ABCDE or BD)")
         # Data and checkpoint mistakes fail here, before any training.
-        train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS)
+        train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS, test=False)
         class_targets(val, train.classes)
         sources = [getattr(self, kind) for kind in self.needed()]
         for data in {source.data for source in sources if isinstance(source, PretrainConfig)}:

@@ -29,6 +29,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from fewshot.atomic import owned
 from fewshot.config.loading import flatten
 from fewshot.config.schema import ExperimentConfig, TrainedConfig
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
@@ -48,7 +49,13 @@ TRIAL_DRIVER_MEMORY = 512 * 2**20  # bytes: the process that starts a trial's Tr
 
 
 def run_study(study: Study, resume: bool = False) -> StudyResult:
-    """Run (or, with ``resume``, continue) ``study`` to the end or to Ctrl-C."""
+    """Run (or, with ``resume``, continue) ``study`` to the end or to Ctrl-C. One driver owns the study folder
+    at a time: a second one (a ``--resume`` while it runs) is an error, never two Tunes writing one state."""
+    with owned(study.folder):
+        return _run_study(study, resume)
+
+
+def _run_study(study: Study, resume: bool) -> StudyResult:
     connect_ray()
     space, base = study.search_space(), study.base_config()
     tracker = Tracker(study.tracking_uri)

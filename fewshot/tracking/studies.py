@@ -1,10 +1,11 @@
 """A tuning study read back from MLflow: one row per trial, the best configuration, Optuna's plots.
 
 Every trial is a child run of the study's parent run, tagged with its Tune ``trial_id`` and ASHA's verdict
-(``completed`` or ``stopped at epoch e``), holding its config as params and ``val_acc`` per epoch. A
-completed trial's last ``val_acc`` is its final score on every fixed validation episode.
+(``completed`` or ``stopped at epoch e``), holding its config as params, ``val_acc`` per epoch (the selection
+score) and, once completed, its best checkpoint's ``report_acc`` (on the episodes its protocol reports on).
 
-Trials are ranked: completed ones by that final score, then stopped ones by their best validation score.
+Trials are ranked by their best selection score, completed ones first: the best trial is chosen as its
+checkpoint was, never on the numbers reported for it, and the table shows its report score beside.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fewshot.config.loading import to_yaml
 from fewshot.config.schema import TrainedConfig
 from fewshot.search import SearchSpace
 from fewshot.tracking.runs import Tracker
+from fewshot.tracking.tables import CI_METRIC, METRIC
 from fewshot.viz.study_plots import optuna_plots
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,8 @@ def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
                 # training episodes spent (few-shot trials; mini-batch trials count epochs only)
                 "episodes": epochs * int(params.get("train.episodes_per_epoch", 0)),
                 "best_val_acc": max(curve.values(), default=math.nan),
-                "final_acc": run.metrics.get("val_acc", math.nan) if completed else math.nan,
-                "final_ci95": run.metrics.get("val_ci95", math.nan) if completed else math.nan,
+                "final_acc": run.metrics.get(METRIC, math.nan) if completed else math.nan,
+                "final_ci95": run.metrics.get(CI_METRIC, math.nan) if completed else math.nan,
                 "run_id": run_id,
                 "curve": curve,
             }
@@ -71,7 +73,7 @@ def trial_table(tracker: Tracker, parent: str, keys: list[str]) -> pd.DataFrame:
     if table.empty:
         return table
     table["_done"] = table["verdict"] == COMPLETED
-    table = table.sort_values(["_done", "final_acc", "best_val_acc"], ascending=False, na_position="last")
+    table = table.sort_values(["_done", "best_val_acc"], ascending=False, na_position="last")
     return table.drop(columns="_done").reset_index(drop=True)
 
 
@@ -95,12 +97,14 @@ def publish_study(
         best = completed.iloc[0]
         config = space.trial_config({key: best[key] for key in space.params}, base)
         best_config = out_dir / "best-config.yaml"
-        header = f"# best trial {best['trial']} of the study: {best['final_acc']:.2f} ± {best['final_ci95']:.2f} %\n"
+        header = (
+            f"# best trial {best['trial']} of the study, chosen on its selection score {best['best_val_acc']:.2f} %;"
+            f" its report score: {best['final_acc']:.2f} ± {best['final_ci95']:.2f} %\n"
+        )
         write_text_atomic(best_config, header + to_yaml(config))
         files.append(best_config)
-        tracker.log_metrics(
-            parent, {"best_val_acc": float(best["final_acc"]), "best_val_ci95": float(best["final_ci95"])}, step=0
-        )
+        chosen = {"best_val_acc": float(best["best_val_acc"]), METRIC: float(best["final_acc"])}
+        tracker.log_metrics(parent, {**chosen, CI_METRIC: float(best["final_ci95"])}, step=0)
         tracker.set_tags(parent, {"best_trial": best["trial"], "best_run_id": best["run_id"]})
     tracker.log_metrics(parent, {"trials": float(len(table)), "episodes": float(table["episodes"].sum())}, step=0)
     files += optuna_plots(optuna_study(table, space), out_dir)
@@ -110,8 +114,8 @@ def publish_study(
 
 
 def optuna_study(table: pd.DataFrame, space: SearchSpace) -> optuna.Study:
-    """The trials as an Optuna study: completed ones with their final score, ASHA-stopped ones as pruned,
-    each with its per-epoch validation curve as intermediate values."""
+    """The trials as an Optuna study: completed ones with their best selection score, ASHA-stopped ones as
+    pruned, each with its per-epoch validation curve as intermediate values."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     distributions = space.distributions()
@@ -119,12 +123,12 @@ def optuna_study(table: pd.DataFrame, space: SearchSpace) -> optuna.Study:
         params = {key: row_dict[key] for key in space.params}
         if any(_missing(value) for value in params.values()) or not row_dict["curve"]:
             continue
-        completed = row_dict["verdict"] == COMPLETED and not math.isnan(row_dict["final_acc"])
+        completed = row_dict["verdict"] == COMPLETED and not math.isnan(row_dict["best_val_acc"])
         study.add_trial(
             optuna.trial.create_trial(
                 params=params,
                 distributions=distributions,
-                value=row_dict["final_acc"] if completed else None,
+                value=row_dict["best_val_acc"] if completed else None,
                 intermediate_values={int(k): v for k, v in row_dict["curve"].items()},
                 state=optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.PRUNED,
             )

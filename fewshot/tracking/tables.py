@@ -20,7 +20,11 @@ from fewshot.errors import DataError
 from fewshot.tracking.runs import Tracker
 from fewshot.viz.plots import comparison_bars
 
-METRIC, CI_METRIC = "val_acc", "val_ci95"
+# A run's final score, on the episodes (or images) its protocol reports on, never those that chose its checkpoint
+# (the per-epoch ``val_acc`` curve); the protocol is a tag (``protocol``, and ``protocol.detail`` in words).
+METRIC, CI_METRIC = "report_acc", "report_ci95"
+PROTOCOL_TAG = "protocol"
+PROTOCOL_DETAIL = f"{PROTOCOL_TAG}.detail"
 GROUP_TAG = "by"  # on a sweep's parent run: the tag whose values are its table's rows
 
 
@@ -60,6 +64,7 @@ def compare(
         several = len(group) > 1
         error = group[METRIC].std(ddof=1) if several else group[CI_METRIC].iloc[0]
         described = {tag: group[tag].iloc[0] for tag in describe}
+        protocols = group[PROTOCOL_DETAIL].dropna().unique() if PROTOCOL_DETAIL in group else ()
         rows.append(
             {
                 by: value,
@@ -68,9 +73,10 @@ def compare(
                 "err": error,
                 "error": "std over seeds" if several else "95% CI",
                 "runs": len(group),
+                "protocol": "; ".join(protocols) or "not recorded",
             }
         )
-    table = pd.DataFrame(rows, columns=[by, *describe, "acc", "err", "error", "runs"])
+    table = pd.DataFrame(rows, columns=[by, *describe, "acc", "err", "error", "runs", "protocol"])
     table["accuracy"] = [f"{a:.2f} ± {e:.2f}" for a, e in zip(table["acc"], table["err"], strict=True)]
     if scores is not None and len(table):
         groups = [done.loc[done[by] == value, "run_id"].tolist() for value in table[by]]
@@ -131,7 +137,8 @@ def publish(
     columns = {"accuracy": "accuracy (%)", "paired": f"vs {table[by].iloc[0]}: paired Δ ± 95% CI"}
     shown = table[[by, *describe, "accuracy", "error", *(["paired"] if "paired" in table else []), "runs"]]
     shown = shown.rename(columns=columns)
-    write_text_atomic(markdown, f"### {title}\n\n{shown.to_markdown(index=False)}\n")
+    protocols = "\n".join(f"- {p}" for p in dict.fromkeys(table["protocol"])) if "protocol" in table else ""
+    write_text_atomic(markdown, f"### {title}\n\n{shown.to_markdown(index=False)}\n\n{protocols}\n")
     plot = comparison_bars(table, by, title, out_dir / f"{stem}.png")
     for path in (csv, markdown, plot):
         tracker.log_artifact(parent, path)

@@ -1,5 +1,6 @@
-"""The few-shot recipe (ProtoNet, hallucination, AFHN): trained on sampled episodes, validated on the first
-``train.val_episodes`` fixed episodes, scored on every one of them; the predictions CSV is in the course format.
+"""The few-shot recipe (ProtoNet, hallucination, AFHN): trained on sampled episodes, the checkpoint chosen on
+``train.val_episodes`` selection episodes, scored on the report episodes (a test split's when the data has one:
+:func:`~fewshot.data.splits.load_fewshot_data`); the predictions CSV is in the course format.
 """
 
 from __future__ import annotations
@@ -22,20 +23,25 @@ log = logging.getLogger(__name__)
 
 
 def recipe(config: ExperimentConfig, load: BankLoader, placement: Placement) -> Built:
-    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode, load=load)
+    data = load_fewshot_data(
+        config.data, config.train_episode, config.eval_episode, load=load, n_select=config.train.val_episodes
+    )
     method = build_method(config)
     if config.model.init is not None:
         parts = initialise(method, config.model.init)
         log.info("started the %s from %s", " and ".join(parts), config.model.init)
 
     def finish(run_dir: Path, device: torch.device) -> Outcome:
-        result = evaluate(method, data.val, data.val_episodes, device)
-        assert result.score is not None, "validation episodes carry their answers"
+        report = data.report
+        result = evaluate(method, report.bank, report.episodes, device)
+        assert result.score is not None, "report episodes carry their answers"
         predictions, scores = run_dir / "predictions.csv", run_dir / SCORES_FILE
-        write_predictions(predictions, data.testcase.episode_ids, result.predictions)
-        write_scores(scores, data.testcase.episode_ids, result.score)
-        baseline = mean_colour_baseline(data.val, data.val_episodes)
-        log.info("%d fixed episodes; nearest-mean-colour baseline on them: %s", len(data.val_episodes), baseline)
-        return Outcome(result.score, predictions, (scores,), baseline)
+        write_predictions(predictions, report.testcase.episode_ids, result.predictions)
+        write_scores(scores, report.testcase.episode_ids, result.score)
+        baseline = mean_colour_baseline(report.bank, report.episodes)
+        log.info(
+            "%d %s episodes; nearest-mean-colour baseline on them: %s", len(report.episodes), report.split, baseline
+        )
+        return Outcome(result.score, predictions, (scores,), baseline, data.protocol)
 
     return Built(method, EpisodeTask(config, data), finish)

@@ -3,8 +3,9 @@ splits).
 
 The backbone starts from random weights or a pre-trained checkpoint and is trained with a linear classifier
 (``freeze``: the classifier alone). Validation accuracy is the share of validation images classified right,
-with a 95% normal-approximation interval; the best checkpoint's predictions are written in Office-Home's
-format, ``id,filename,label`` with the predicted class name.
+with a 95% normal-approximation interval. Office-Home has no split apart from the one reported on, so the last
+epoch's model is kept (``train.select: last``) and scored; its predictions are written in Office-Home's format,
+``id,filename,label`` with the predicted class name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fewshot.atomic import atomic_path
 from fewshot.config.schema import FinetuneConfig
 from fewshot.data.cache import ImageBank
 from fewshot.data.predictions import SCORES_FILE, Score, mean_ci95, write_scores
-from fewshot.data.splits import BankLoader, data_root
+from fewshot.data.splits import BankLoader, Protocol, data_root
 from fewshot.data.tables import OFFICE_DIRS, ImageTable, open_split
 from fewshot.data.transforms import BatchTransform
 from fewshot.errors import DataError
@@ -85,6 +86,11 @@ def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Bu
     if config.backbone is not None:
         load_backbone(backbone, Path(config.backbone).expanduser())
     model = Classifier(backbone, FEATURES, len(train.classes), config.freeze, config.lr_scale)
+    reported = f"{len(val)} {data.val_split} images ({val_table.source.name})"
+    if config.train.select == "last":
+        protocol = Protocol("last-epoch", "the last epoch", reported)
+    else:  # the user's choice, named for what it is
+        protocol = Protocol("best-on-report", f"the best epoch on the same {len(val)} images", reported)
 
     def validate(model: TrainedModule, device: torch.device) -> dict[str, float]:
         assert isinstance(model, Classifier)
@@ -97,7 +103,7 @@ def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Bu
         write_office_predictions(predictions, val_table, predicted, train.classes)
         score = classification_score(predicted, val_targets)
         write_scores(scores, val_table.ids, score)
-        return Outcome(score, predictions, (scores,))
+        return Outcome(score, predictions, (scores,), protocol=protocol)
 
     task = LabelledBatchTask(train, train.labels, BatchPlan(config.train, config.seed, placement.world_size, validate))
     return Built(model, task, finish)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from fewshot.atomic import link_atomic
 from fewshot.checkpoint import save_checkpoint
 from fewshot.config.loading import config_dict
 from fewshot.config.schema import TrainedConfig
@@ -166,14 +167,13 @@ class Trainer:
     def _save(self) -> Path | None:
         if self.placement.rank != 0:
             return None
-        last = self.run_dir / "last.pt"
-        improved = self.history[-1].get("val_acc", -1.0) > self.best_val_acc
+        last, score = self.run_dir / "last.pt", self.history[-1].get("val_acc")
+        improved = self.config.train.select == "last" or (score is not None and score > self.best_val_acc)
         if improved:
-            self.best_val_acc, self.best_epoch = self.history[-1]["val_acc"], self.epoch
-        state = self._state()
-        save_checkpoint(last, state)
+            self.best_val_acc, self.best_epoch = score if score is not None else self.best_val_acc, self.epoch
+        save_checkpoint(last, self._state())
         if improved:
-            save_checkpoint(self.run_dir / "best.pt", state)
+            link_atomic(last, self.run_dir / "best.pt")  # the same bytes: a second name, not a second write
         return last
 
     def _state(self) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 supervised.
 
 Both kinds are validated alike, without labels in the loss: each epoch the backbone embeds fixed few-shot
-validation episodes of unseen classes and queries take the nearest prototype (cosine) — how well the features
-transfer, the quantity pre-training is for. The final score uses every fixed episode, and its per-episode
-predictions are written in the course format. Beside them, ``backbone.pt``: the best checkpoint's backbone as
+selection episodes of unseen classes and queries take the nearest prototype (cosine) — how well the features
+transfer, the quantity pre-training is for. The final score uses the report episodes, as for a few-shot run
+(:func:`~fewshot.data.splits.load_fewshot_data`), and its per-episode predictions are written in the course
+format. Beside them, ``backbone.pt``: the best checkpoint's backbone as
 a torchvision ResNet-50 state dict (no ``fc``), which fine-tuning loads.
 """
 
@@ -38,11 +39,10 @@ def feature_probe(backbone: nn.Module, device: torch.device) -> ProtoNet:
 
 def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Built:
     spec = config.eval_episode
-    data = load_fewshot_data(config.data, spec, spec, load=load)
-    monitored = data.val_episodes[: config.train.val_episodes]
+    data = load_fewshot_data(config.data, spec, spec, load=load, n_select=config.train.val_episodes)
 
     def validate(model: TrainedModule, device: torch.device) -> dict[str, float]:
-        return episode_metrics(feature_probe(_backbone(model), device), data.val, monitored, device)
+        return episode_metrics(feature_probe(_backbone(model), device), data.select.bank, data.select.episodes, device)
 
     plan = BatchPlan(config.train, config.seed, placement.world_size, validate)
     model: BYOL | Classifier
@@ -58,11 +58,12 @@ def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Bu
     def finish(run_dir: Path, device: torch.device) -> Outcome:
         backbone = run_dir / "backbone.pt"
         save_checkpoint(backbone, {k: v.cpu() for k, v in model.backbone.state_dict().items()})
-        result = evaluate(feature_probe(model.backbone, device), data.val, data.val_episodes, device)
-        assert result.score is not None, "validation episodes carry their answers"
+        report = data.report
+        result = evaluate(feature_probe(model.backbone, device), report.bank, report.episodes, device)
+        assert result.score is not None, "report episodes carry their answers"
         predictions = run_dir / "predictions.csv"
-        write_predictions(predictions, data.testcase.episode_ids, result.predictions)
-        return Outcome(result.score, predictions, files=(backbone,))
+        write_predictions(predictions, report.testcase.episode_ids, result.predictions)
+        return Outcome(result.score, predictions, files=(backbone,), protocol=data.protocol)
 
     return Built(model, task, finish)
 

@@ -12,7 +12,7 @@ import torch
 
 from fewshot.config.schema import TrainedConfig
 from fewshot.data.predictions import Score
-from fewshot.data.splits import BankLoader
+from fewshot.data.splits import BankLoader, Protocol
 from fewshot.methods.base import TrainedModule
 from fewshot.training.loop import FitResult, Placement, Task
 
@@ -27,6 +27,7 @@ class Outcome:
     predictions: Path  # the course's (or Office-Home's) predictions CSV
     files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (per-item scores, a backbone)
     baseline: Score | None = None  # a training-free floor on the same episodes (few-shot: nearest mean colour)
+    protocol: Protocol | None = None  # what chose the checkpoint and what the score is on
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What the training loop trains on (:class:`~fewshot.training.loop.Task`): the inputs of step ``index`` and
 the validation metrics.
 
-- :class:`EpisodeTask`: few-shot episodes from a seeded sampler; validation on the fixed episodes.
+- :class:`EpisodeTask`: few-shot episodes from a seeded sampler; validation on the fixed selection episodes.
 - :class:`LabelledBatchTask`: labelled mini-batches (supervised pre-training, fine-tuning), randomly cropped
   and flipped per image.
 - :class:`ViewBatchTask`: unlabelled mini-batches as two augmented views of each image (BYOL).
@@ -41,8 +41,8 @@ def episode_metrics(
 
 
 class EpisodeTask:
-    """Few-shot training episodes of ``config.train_episode`` shape; validation on the first
-    ``config.train.val_episodes`` fixed episodes."""
+    """Few-shot training episodes of ``config.train_episode`` shape; validation on the data's selection episodes
+    (never those its score is reported on)."""
 
     unit = "episodes"
 
@@ -51,7 +51,7 @@ class EpisodeTask:
         self.sampler = EpisodeSampler(data.train.labels, data.train.classes, spec, config.seed)
         self.transform = BatchTransform(flip=config.train.flip)
         self.steps_per_epoch = config.train.episodes_per_epoch
-        self.data, self.seed, self.val_episodes = data, config.seed, config.train.val_episodes
+        self.data, self.seed = data, config.seed
 
     def inputs(self, index: int, device: torch.device) -> object:
         generator = torch.Generator().manual_seed(episode_seed(self.seed + 1, index))
@@ -59,7 +59,7 @@ class EpisodeTask:
 
     def validate(self, model: TrainedModule, device: torch.device) -> dict[str, float]:
         assert isinstance(model, EpisodicMethod)
-        return episode_metrics(model, self.data.val, self.data.val_episodes[: self.val_episodes], device)
+        return episode_metrics(model, self.data.select.bank, self.data.select.episodes, device)
 
 
 class BatchOrder:

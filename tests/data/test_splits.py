@@ -1,4 +1,5 @@
-"""From a DataConfig to decoded splits and fixed validation episodes, every mistake caught up front."""
+"""From a DataConfig to decoded splits and the fixed episodes that select and report, every mistake caught up
+front; selection never sees the episodes a score is reported on."""
 
 from __future__ import annotations
 
@@ -42,44 +43,93 @@ def _forbid_decoding(monkeypatch):
     monkeypatch.setattr(cache_module, "_decode", no_decoding)
 
 
+def _query_ids(fixed) -> set[str]:
+    return {fixed.bank.ids[i] for episode in fixed.episodes for i in episode.query.tolist()}
+
+
+def _image_ids(fixed) -> set[str]:
+    return _query_ids(fixed) | {fixed.bank.ids[i] for e in fixed.episodes for i in e.support.tolist()}
+
+
 def test_generates_fixed_episodes_in_the_cache(root, cache, monkeypatch):
     config = _config(root, cache)
     data = load_fewshot_data(config, TRAIN, EVAL)
+    report = data.report
     assert data.root == root.resolve()
-    assert data.testcase_path.parent == cache / "episodes"
-    assert data.testcase_path.is_file() and truth_path(data.testcase_path).is_file()
-    assert data.testcase.spec == EVAL
-    assert len(data.val_episodes) == len(data.testcase.episode_ids) == 20
+    assert report.path.parent == cache / "episodes"
+    assert report.path.is_file() and truth_path(report.path).is_file()
+    assert report.testcase.spec == EVAL and report.split == "val"
+    assert len(report.episodes) == len(report.testcase.episode_ids) == 20
     # Decoded splits, the right sizes.
     assert data.train.images.shape == (36, 3, SIZE, SIZE) and len(data.train.classes) == 6
-    assert data.val.images.shape == (30, 3, SIZE, SIZE) and len(data.val.classes) == 5
+    assert report.bank.images.shape == (30, 3, SIZE, SIZE) and len(report.bank.classes) == 5
     assert len(list((cache / "banks").glob("bank-*.npy"))) == 2
     # Every episode has answers, and they agree with the val labels.
-    _, truth = read_predictions(truth_path(data.testcase_path))
-    for row, episode in enumerate(data.val_episodes):
+    _, truth = read_predictions(truth_path(report.path))
+    for row, episode in enumerate(report.episodes):
         assert episode.query_labels.tolist() == truth[row].tolist()
-        support_classes = data.val.labels[episode.support]
+        support_classes = report.bank.labels[episode.support]
         assert len(set(support_classes.tolist())) == EVAL.way
-        assert torch.equal(data.val.labels[episode.query], support_classes[episode.query_labels])
+        assert torch.equal(report.bank.labels[episode.query], support_classes[episode.query_labels])
 
-    # A second call reuses the same file and the same decoded banks.
-    mtime = data.testcase_path.stat().st_mtime_ns
+    # A second call reuses the same files and the same decoded banks.
+    mtime = report.path.stat().st_mtime_ns
     _forbid_decoding(monkeypatch)
     again = load_fewshot_data(config, TRAIN, EVAL)
-    assert again.testcase_path == data.testcase_path
-    assert again.testcase_path.stat().st_mtime_ns == mtime
-    assert [e.query.tolist() for e in again.val_episodes] == [e.query.tolist() for e in data.val_episodes]
+    assert again.report.path == report.path and again.select.path == data.select.path
+    assert again.report.path.stat().st_mtime_ns == mtime
+    assert [e.query.tolist() for e in again.report.episodes] == [e.query.tolist() for e in report.episodes]
     assert sorted(p.name for p in (cache / "episodes").iterdir()) == sorted(
-        [data.testcase_path.name, truth_path(data.testcase_path).name]
+        f.name for f in (report.path, truth_path(report.path), data.select.path, truth_path(data.select.path))
     )
+
+
+def test_with_a_test_split_selection_is_on_val_and_the_score_on_test(course_data, cache):
+    root = course_data(train_classes=6, val_classes=5, per_class=6, size=SIZE, test_classes=5)
+    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL, n_select=7)
+    assert data.protocol.name == "test-split"
+    assert (data.select.split, data.report.split) == ("val", "test")
+    assert len(data.select.episodes) == 7 and len(data.report.episodes) == 20
+    test, val = open_split(root, "test"), open_split(root, "val")
+    assert data.report.bank.classes == test.classes and data.select.bank.classes == val.classes
+    assert data.report.bank.ids == test.ids and not set(test.classes) & set(val.classes)
+    assert "7 val episodes" in data.protocol.describe() and "20 test episodes" in data.protocol.describe()
+    # data.test_split: null keeps the course's protocol (score on val), the test split unread.
+    val_only = load_fewshot_data(_config(root, cache, test_split=None), TRAIN, EVAL)
+    assert val_only.report.split == "val" and val_only.protocol.name.startswith("val-")
+
+
+def test_without_a_test_split_selection_has_episodes_of_its_own(root, cache):
+    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
+    # 20 episodes of all 5 classes with 2 queries each leave no image of a class unused as a query: the
+    # selection episodes share images with the reported ones, but are other episodes, and say so.
+    assert data.protocol.name == "val-reseeded" and "of the same images" in data.protocol.select
+    selected = [(e.support.tolist(), e.query.tolist()) for e in data.select.episodes]
+    reported = [(e.support.tolist(), e.query.tolist()) for e in data.report.episodes]
+    assert len(selected) == 20 and not set(map(str, selected)) & set(map(str, reported))
+
+
+def test_selection_queries_avoid_reported_queries_when_they_can(root, cache):
+    beside = root / "mini" / "val_testcase.csv"
+    testcase, truth = generate_testcase(open_split(root, "val"), EVAL, n_episodes=1, seed=5)
+    write_fixed_episodes(beside, testcase, truth)  # one reported episode: 2 queries of each class
+    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
+    assert data.protocol.name == "val-disjoint" and data.report.path == beside
+    assert len(data.select.episodes) == 20
+    assert not _image_ids(data.select) & _query_ids(data.report)
+
+
+def test_test_episodes_without_a_test_split(root, cache, tmp_path):
+    with pytest.raises(DataError, match=r"data\.test_episodes is .* has no 'test' split"):
+        load_fewshot_data(_config(root, cache, test_episodes=tmp_path / "t.csv"), TRAIN, EVAL)
 
 
 def test_another_eval_shape_gets_other_episodes_another_training_shape_the_same(root, cache):
     config = _config(root, cache)
-    first = load_fewshot_data(config, TRAIN, EVAL).testcase_path
-    other_spec = load_fewshot_data(config, TRAIN, EpisodeSpec(way=3, shot=2, query=1))
-    other_training = load_fewshot_data(config, EpisodeSpec(way=2, shot=1, query=1), EVAL).testcase_path
-    assert first != other_spec.testcase_path and first == other_training
+    first = load_fewshot_data(config, TRAIN, EVAL).report.path
+    other_spec = load_fewshot_data(config, TRAIN, EpisodeSpec(way=3, shot=2, query=1)).report
+    other_training = load_fewshot_data(config, EpisodeSpec(way=2, shot=1, query=1), EVAL).report.path
+    assert first != other_spec.path and first == other_training
     assert other_spec.testcase.spec == EpisodeSpec(way=3, shot=2, query=1)
 
 
@@ -88,14 +138,14 @@ def test_uses_the_course_testcase_beside_val_csv(root, cache):
     beside = root / "mini" / "val_testcase.csv"
     testcase, truth = generate_testcase(val_table, EVAL, n_episodes=7, seed=99)
     write_fixed_episodes(beside, testcase, truth)
-    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
-    assert data.testcase_path == beside
-    assert len(data.val_episodes) == 7  # the course's file, not n_val_episodes generated ones
-    assert data.testcase.episode_ids == testcase.episode_ids
-    for row, episode in enumerate(data.val_episodes):
-        assert [data.val.ids[i] for i in episode.query.tolist()] == list(testcase.query_ids[row])
+    report = load_fewshot_data(_config(root, cache), TRAIN, EVAL).report
+    assert report.path == beside
+    assert len(report.episodes) == 7  # the course's file, not n_val_episodes generated ones
+    assert report.testcase.episode_ids == testcase.episode_ids
+    for row, episode in enumerate(report.episodes):
+        assert [report.bank.ids[i] for i in episode.query.tolist()] == list(testcase.query_ids[row])
         assert episode.query_labels.tolist() == truth[row].tolist()
-    assert not (cache / "episodes").exists()
+    assert all(p.name.startswith("val-select") for p in (cache / "episodes").iterdir())  # selection's only
 
 
 def test_course_testcase_of_another_shape_is_not_used(root, cache):
@@ -103,9 +153,9 @@ def test_course_testcase_of_another_shape_is_not_used(root, cache):
     beside = root / "mini" / "val_testcase.csv"
     testcase, truth = generate_testcase(val_table, EpisodeSpec(way=5, shot=1, query=1), n_episodes=3, seed=0)
     write_fixed_episodes(beside, testcase, truth)
-    data = load_fewshot_data(_config(root, cache), TRAIN, EVAL)
-    assert data.testcase_path.parent == cache / "episodes"
-    assert data.testcase.spec == EVAL and len(data.val_episodes) == 20
+    report = load_fewshot_data(_config(root, cache), TRAIN, EVAL).report
+    assert report.path.parent == cache / "episodes"
+    assert report.testcase.spec == EVAL and len(report.episodes) == 20
 
 
 def test_course_testcase_without_answers(root, cache):
@@ -122,9 +172,9 @@ def test_explicit_val_episodes(root, cache, tmp_path):
         open_split(root, "val"), EpisodeSpec(way=5, shot=1, query=1), n_episodes=4, seed=3
     )
     write_fixed_episodes(path, testcase, truth)
-    data = load_fewshot_data(_config(root, cache, val_episodes=path), TRAIN, EVAL)
-    assert data.testcase_path == path
-    assert len(data.val_episodes) == 4
+    report = load_fewshot_data(_config(root, cache, val_episodes=path), TRAIN, EVAL).report
+    assert report.path == path
+    assert len(report.episodes) == 4
 
 
 def test_train_way_larger_than_classes_fails_before_decoding(root, cache, monkeypatch):
@@ -162,5 +212,5 @@ def test_fall_2020_layout(course_data, cache):
     data = load_fewshot_data(
         _config(root, cache), EpisodeSpec(way=5, shot=1, query=1), EpisodeSpec(way=5, shot=1, query=3)
     )
-    assert len(data.train) == len(data.val) == 20
-    assert len(data.val_episodes) == 20
+    assert len(data.train) == len(data.report.bank) == 20
+    assert len(data.report.episodes) == 20

@@ -226,5 +226,5 @@ def test_tsne_of_real_and_hallucinated_features_is_drawn(tiny_builtin: Path, tmp
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, method="hallucination"))
     data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
     method = build_method(config)
-    path = hallucination_tsne(method, data.val, tmp_path / "tsne.png", classes=3, per_class=8, fakes=6)
+    path = hallucination_tsne(method, data.report.bank, tmp_path / "tsne.png", classes=3, per_class=8, fakes=6)
     assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

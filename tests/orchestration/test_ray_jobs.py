@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -47,7 +48,10 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.params["model.distance"] == child.data.tags["distance"]
-        assert 0 <= child.data.metrics["val_acc"] <= 100 and child.data.metrics["val_ci95"] > 0
+        assert 0 <= child.data.metrics["report_acc"] <= 100 and child.data.metrics["report_ci95"] > 0
+        # chosen on the val split's episodes, scored on the test split's (the built-in data has one)
+        assert child.data.tags["protocol"] == "test-split"
+        assert re.search(r"on 10 val episodes .*; score on 20 test episodes", child.data.tags["protocol.detail"])
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "best.pt", "predictions.csv", "scores.csv", "learning_curves.png"} <= artifacts
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
@@ -60,3 +64,4 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
     rebuilt = (tmp_path / "r" / "comparison-distance.md").read_text()
     table_lines = [line for line in job.stdout.splitlines() if line.startswith("|")]
     assert table_lines == [line for line in rebuilt.splitlines() if line.startswith("|")]
+    assert "- protocol test-split: checkpoint = the best epoch on 10 val episodes" in rebuilt

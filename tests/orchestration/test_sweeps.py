@@ -90,7 +90,7 @@ def test_the_last_epoch_is_reported_to_ray_only_after_the_final_evaluation(tmp_p
     assert [m["epoch"] for m in sent] == [1, 2]  # epoch 3 waits: ASHA stops a trial on its max_t report
     fit = FitResult(43.0, 3, [], tmp_path / "best.pt", tmp_path / "last.pt")
     reporter.report_last(RunResult(fit, Outcome(Score(44.5, 0.8, np.ones(600)), tmp_path / "predictions.csv")))
-    assert sent[-1] == {"epoch": 3, "val_acc": 43.0, "final_acc": 44.5}
+    assert sent[-1] == {"epoch": 3, "val_acc": 43.0, "report_acc": 44.5}
 
 
 def test_sizing_flags_reach_the_scheduler() -> None:

@@ -15,8 +15,9 @@ def sweep(tmp_path: Path) -> tuple[Tracker, str]:
     parent = tracker.start_run("distance", "sweep")
     results = [("euclidean", 0, 40.0, 1.0), ("euclidean", 1, 44.0, 1.2), ("cosine", 0, 50.0, 0.9)]
     for distance, seed, acc, ci in results:
-        with tracker.run("distance", f"{distance}-{seed}", parent, {"distance": distance, "seed": seed}) as run:
-            tracker.log_metrics(run, {"val_acc": acc, "val_ci95": ci}, step=3)
+        tags = {"distance": distance, "seed": seed, "protocol.detail": "protocol test-split: chosen on val"}
+        with tracker.run("distance", f"{distance}-{seed}", parent, tags) as run:
+            tracker.log_metrics(run, {"report_acc": acc, "report_ci95": ci}, step=3)
     with pytest.raises(RuntimeError), tracker.run("distance", "broken", parent, {"distance": "relation"}):
         raise RuntimeError("boom")
     tracker.finish(parent)
@@ -42,6 +43,7 @@ def test_publish_writes_and_logs_csv_markdown_and_plot(sweep: tuple[Tracker, str
     result = publish(tracker, parent, table, "distance", "5-way 1-shot by distance", tmp_path / "out")
     markdown = result.to_markdown()
     assert "| euclidean  | 42.00 ± 2.83" in markdown and "5-way 1-shot by distance" in markdown
+    assert markdown.rstrip().endswith("\n\n- protocol test-split: chosen on val")  # what made every row
     assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {f.path for f in MlflowClient(tracker.uri).list_artifacts(parent)}
     assert logged == {"comparison-distance.csv", "comparison-distance.md", "comparison-distance.png"}
@@ -53,7 +55,7 @@ def _scored_run(tracker: Tracker, parent: str, folder: Path, tags: dict, per_epi
 
     score = mean_ci95(per_episode)
     with tracker.run("distance", "-".join(map(str, tags.values())), parent, tags) as run:
-        tracker.log_metrics(run, {"val_acc": score.mean, "val_ci95": score.ci95}, step=1)
+        tracker.log_metrics(run, {"report_acc": score.mean, "report_ci95": score.ci95}, step=1)
         path = folder / run / "scores.csv"
         write_scores(path, ids or [f"e{i}" for i in range(len(per_episode))], score)
         tracker.log_artifact(run, path)

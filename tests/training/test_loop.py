@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from fewshot.methods.build import build_method
 from fewshot.training.loop import Trainer
 from fewshot.training.run import run
 from fewshot.training.tasks import EpisodeTask
-from tests.conftest import StopAfter, tiny_overrides
+from tests.conftest import StopAfter, run_script, tiny_overrides
 
 
 def _config(root: Path, **extra: object) -> ExperimentConfig:
@@ -62,9 +63,33 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tiny_builtin: 
 
 
 def test_a_run_folder_of_another_config_is_not_resumed(tiny_builtin: Path, tmp_path: Path) -> None:
-    run(_config(tiny_builtin, **{"train.epochs": 1}), tmp_path)
-    with pytest.raises(ConfigError, match="different config"):
-        run(_config(tiny_builtin, **{"train.epochs": 1, "train.optim.lr": 0.01}), tmp_path)
+    first = run(_config(tiny_builtin, **{"train.epochs": 1}), tmp_path)
+    kept = {name: (tmp_path / name).read_bytes() for name in ("last.pt", "config.yaml", "predictions.csv")}
+    other = _config(tiny_builtin, **{"train.epochs": 1, "train.optim.lr": 0.01})
+    with pytest.raises(ConfigError, match=r"1 key\(s\) differ: train\.optim\.lr: 0\.001 -> 0\.01\); .* --restart"):
+        run(other, tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept  # the first run untouched
+    replaced = run(other, tmp_path, restart=True)  # asked for: start over in the same folder
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["train"]["optim"]["lr"] == 0.01
+    assert replaced.fit.history[0]["loss"] != first.fit.history[0]["loss"]
+
+
+def test_a_run_folder_is_owned_by_one_run_at_a_time(tiny_builtin: Path, tmp_path: Path) -> None:
+    from fewshot.atomic import owned
+
+    out = tmp_path / "run"
+    with owned(out):  # another run holds the folder
+        job = run_script("train.py", *tiny_overrides(tiny_builtin), f"output_dir={out}", timeout=300)
+        assert job.returncode == 2, job.stderr[-2000:]
+        line = job.stderr.strip().splitlines()[-1]  # after the data's log lines
+        assert "Traceback" not in job.stderr and line.startswith(
+            f"error: {out} is in use by another run (pid {os.getpid()} on "
+        )
+        assert not (out / "config.yaml").exists()
+    done = run_script(
+        "train.py", *tiny_overrides(tiny_builtin, **{"train.epochs": 1}), f"output_dir={out}", timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # released: the folder is free again
 
 
 def test_best_checkpoint_holds_the_best_validation_epoch(tiny_builtin: Path, tmp_path: Path) -> None:
