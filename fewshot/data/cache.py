@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -35,12 +35,16 @@ CACHE_FORMAT = 2  # bump when the stored layout or the decoding changes (2: EXIF
 
 @dataclass(frozen=True)
 class ImageBank:
-    """A decoded split: ``images[i]`` is the image with id ``ids[i]`` and class index ``labels[i]``."""
+    """A decoded split: ``images[i]`` is the image with id ``ids[i]`` and class index ``labels[i]``; ``source``
+    is its image table's file and ``digest`` the hash of that table, every image's bytes and the decode
+    settings (the cache key): two banks of one digest hold the same data."""
 
     images: torch.Tensor  # (N, 3, H, W) uint8
     labels: torch.Tensor  # (N,) int64, indices into ``classes``
     classes: tuple[str, ...]
     ids: tuple[str, ...]
+    source: str = ""
+    digest: str = ""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,7 +63,7 @@ class ImageBank:
     def to(self, device: torch.device | str) -> ImageBank:
         """The same bank with its images on ``device`` (kept resident on a GPU); the labels, which samplers
         read on the CPU, stay where they are."""
-        return ImageBank(self.images.to(device), self.labels, self.classes, self.ids)
+        return replace(self, images=self.images.to(device))
 
 
 def load_bank(table: ImageTable, image_size: int, resize: bool = False, cache_dir: Path | None = None) -> ImageBank:
@@ -79,7 +83,7 @@ def load_bank(table: ImageTable, image_size: int, resize: bool = False, cache_di
     else:  # a read-only cache still serves the banks it holds; a new one is decoded for this process alone
         log.warning("cache folder %s is not writable: decoding %s in memory, not kept", cache_dir, table.source)
         array = _decode_all(table, image_size, resize, np.empty((len(table), 3, image_size, image_size), np.uint8))
-    return ImageBank(torch.from_numpy(array), table.label_indices(), table.classes, table.ids)
+    return ImageBank(torch.from_numpy(array), table.label_indices(), table.classes, table.ids, str(table.source), key)
 
 
 def _cache_key(table: ImageTable, image_size: int, resize: bool) -> str:

@@ -75,6 +75,11 @@ class FewShotData:
     report: FixedEpisodes
     protocol: Protocol
 
+    @property
+    def inputs(self) -> tuple[tuple[str, ImageBank], ...]:
+        """The decoded splits by role: ``train``, ``selection``, ``report``."""
+        return ("train", self.train), ("selection", self.select.bank), ("report", self.report.bank)
+
 
 def data_root(config: DataConfig) -> Path:
     """The configured data root, or the built-in dataset (generated on first use) when none is set."""

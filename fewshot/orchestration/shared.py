@@ -37,11 +37,15 @@ class SharedBanks:
     """
 
     refs: dict[BankKey, ray.ObjectRef] = field(default_factory=dict)
+    digests: dict[BankKey, str] = field(default_factory=dict)  # each bank's content hash (ImageBank.digest)
 
-    def share(self, table: ImageTable, image_size: int, resize: bool, images: np.ndarray) -> SharedBanks:
+    def share(
+        self, table: ImageTable, image_size: int, resize: bool, images: np.ndarray, digest: str = ""
+    ) -> SharedBanks:
         """These banks plus ``table``'s decoded ``images`` (``(N, 3, S, S)`` uint8), put in the object store."""
+        key = _key(table, image_size, resize)
         ref = ray.put(np.ascontiguousarray(images))
-        return SharedBanks({**self.refs, _key(table, image_size, resize): ref})
+        return SharedBanks({**self.refs, key: ref}, {**self.digests, key: digest})
 
     def load(self, table: ImageTable, image_size: int, resize: bool, cache_dir: Path | None) -> ImageBank:
         ref = self.refs.get(_key(table, image_size, resize))
@@ -53,7 +57,8 @@ class SharedBanks:
         with warnings.catch_warnings():  # banks are only ever indexed (copied out), never written
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
             images = torch.from_numpy(array)
-        return ImageBank(images, table.label_indices(), table.classes, table.ids)
+        digest = self.digests.get(_key(table, image_size, resize), "")
+        return ImageBank(images, table.label_indices(), table.classes, table.ids, str(table.source), digest)
 
 
 def share_banks(
@@ -71,7 +76,7 @@ def share_banks(
     shared = SharedBanks()
     for table in tables:
         bank = load_bank(table, config.image_size, config.resize, config.cache_dir)
-        shared = shared.share(table, config.image_size, config.resize, bank.images.numpy())
+        shared = shared.share(table, config.image_size, config.resize, bank.images.numpy(), bank.digest)
         size = bank.images.numel() / 2**20
         log.info("shared %s (%d images, %.0f MiB) in the object store", table.source.name, len(bank), size)
     return shared

@@ -232,9 +232,11 @@ def unfinished(runs: Sequence[Run], tracker: Tracker) -> list[Run]:
 def share_all(datasets: Iterable[DataConfig], dirs: tuple[str, ...] = FEWSHOT_DIRS) -> SharedBanks:
     """The splits of every distinct dataset (:func:`share_banks`), decoded once into the object store."""
     refs: dict[BankKey, ray.ObjectRef] = {}
+    digests: dict[BankKey, str] = {}
     for data in dict.fromkeys(datasets):
-        refs |= share_banks(data, dirs=dirs).refs
-    return SharedBanks(refs)
+        shared = share_banks(data, dirs=dirs)
+        refs, digests = refs | shared.refs, digests | shared.digests
+    return SharedBanks(refs, digests)
 
 
 def plan_runs(cluster: dict[str, float], runs: int, sizing: Sizing) -> TrialPlan:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from fewshot.data.cache import load_bank
 from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
-from fewshot.tracking.runs import MlflowReporter, Tracker
+from fewshot.tracking.runs import MlflowReporter, Tracker, system_metrics
 from fewshot.tracking.tables import CI_METRIC, METRIC, PROTOCOL_DETAIL, PROTOCOL_TAG
 from fewshot.training.loop import Placement
 from fewshot.training.recipe import RunResult
@@ -128,7 +129,8 @@ def _worker(payload: dict[str, Any]) -> None:
         }
         mlflow.tracker.set_tags(run_id, where)
     load = banks.load if banks is not None else load_bank
-    result = run(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
+    with system_metrics(mlflow.tracker, run_id) if mlflow is not None else nullcontext():
+        result = run(config, run_dir, MultiReporter(*reporters), placement, _restored_state(), load)
     if mlflow is not None:
         mlflow.flush()  # epochs kept while the tracking server was down; waits for it to come back
         plots = [learning_curves(result.fit.history, payload["name"], run_dir / "learning_curves.png")]
@@ -221,6 +223,7 @@ def _log_final(tracker: Tracker, run_id: str, result: RunResult, run_dir: Path, 
         final |= {METRIC: outcome.score.mean, CI_METRIC: outcome.score.ci95}
         if outcome.baseline is not None:
             final["colour_baseline_acc"] = outcome.baseline.mean
+        tracker.log_datasets(run_id, outcome.inputs)
         if outcome.protocol is not None:
             protocol = outcome.protocol
             tracker.set_tags(run_id, {PROTOCOL_TAG: protocol.name, PROTOCOL_DETAIL: protocol.describe()})

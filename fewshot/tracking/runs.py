@@ -9,21 +9,26 @@ working directory.
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
 import os
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+from fewshot.data.cache import ImageBank
 from fewshot.errors import FewshotError
 
 log = logging.getLogger(__name__)
@@ -46,19 +51,38 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
-def git_sha() -> str:
-    """The commit the code runs from, or ``unknown`` outside a git checkout (e.g. a Ray job's copy)."""
+COMMIT_ENV, USER_ENV = "FEWSHOT_GIT_COMMIT", "FEWSHOT_USER"  # set by jobs/submit.py for a Ray job's copy
+SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples of a training run's CPU, memory and GPU use
+
+
+@lru_cache(maxsize=1)
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags for a run started here: the commit (``$FEWSHOT_GIT_COMMIT``, which
+    ``jobs/submit.py`` passes to a Ray job, whose copy of the code has no ``.git``; else this checkout's HEAD),
+    the user (``$FEWSHOT_USER``, else this process's) and the entry point; ``git_sha`` is the short commit."""
+    commit = os.environ.get(COMMIT_ENV) or _git_head()
+    tags = {"mlflow.user": os.environ.get(USER_ENV) or _user(), "mlflow.source.type": "JOB"}
+    tags["mlflow.source.name"] = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return {**tags, "git_sha": commit[:7] if commit else "unknown"}
+
+
+def _git_head() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
         return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 @dataclass(frozen=True)
@@ -97,7 +121,7 @@ class Tracker:
 
     def start_run(self, study: str, name: str, parent: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
         """Create a RUNNING run in experiment ``study`` (a child of ``parent`` if given); returns its id."""
-        all_tags = {"git_sha": git_sha(), **{k: str(v) for k, v in (tags or {}).items()}}
+        all_tags = {**source_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
         if parent is not None:
             all_tags[PARENT_TAG] = parent
         return self._client.create_run(self.experiment(study), tags=all_tags, run_name=name).info.run_id
@@ -113,6 +137,27 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_datasets(self, run_id: str, banks: Sequence[tuple[str, ImageBank]]) -> None:
+        """Log the decoded splits a run used as MLflow dataset inputs, each with its role (``train``,
+        ``selection``, ``report``) as ``mlflow.data.context``, its content hash as digest and its image table
+        as source: the UI shows which data made a number, and runs on other data are told apart."""
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=f"{Path(bank.source).parent.name}/{Path(bank.source).stem}",
+                    digest=bank.digest[:36] or "unknown",
+                    source_type="local",
+                    source=json.dumps({"uri": bank.source}),
+                    profile=json.dumps(
+                        {"images": len(bank), "classes": len(bank.classes), "image_size": bank.images.shape[-1]}
+                    ),
+                ),
+                [InputTag("mlflow.data.context", role)],
+            )
+            for role, bank in banks
+        ]
+        self._client.log_inputs(run_id, datasets=inputs)
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self._client.log_artifact(run_id, str(path), folder)
@@ -281,3 +326,16 @@ class MlflowReporter:
             self.logged.add(epoch)
             self.pending.pop(0)
         return True
+
+
+@contextmanager
+def system_metrics(tracker: Tracker, run_id: str, interval: float = SYSTEM_METRICS_INTERVAL) -> Iterator[None]:
+    """MLflow's own system-metrics monitor on ``run_id`` while the block runs: CPU, memory, disk and network, and
+    GPU utilisation and memory where there is one, every ``interval`` seconds (``$MLFLOW_SYSTEM_METRICS_
+    SAMPLING_INTERVAL`` overrides it) as ``system/...`` metrics; a restarted worker continues the steps."""
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=True, tracking_uri=tracker.uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()

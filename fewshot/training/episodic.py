@@ -42,6 +42,6 @@ def recipe(config: ExperimentConfig, load: BankLoader, placement: Placement) -> 
         log.info(
             "%d %s episodes; nearest-mean-colour baseline on them: %s", len(report.episodes), report.split, baseline
         )
-        return Outcome(result.score, predictions, (scores,), baseline, data.protocol)
+        return Outcome(result.score, predictions, (scores,), baseline, data.protocol, data.inputs)
 
     return Built(method, EpisodeTask(config, data), finish)

@@ -103,7 +103,7 @@ def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Bu
         write_office_predictions(predictions, val_table, predicted, train.classes)
         score = classification_score(predicted, val_targets)
         write_scores(scores, val_table.ids, score)
-        return Outcome(score, predictions, (scores,), protocol=protocol)
+        return Outcome(score, predictions, (scores,), protocol=protocol, inputs=(("train", train), ("report", val)))
 
     task = LabelledBatchTask(train, train.labels, BatchPlan(config.train, config.seed, placement.world_size, validate))
     return Built(model, task, finish)

@@ -63,7 +63,7 @@ def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Bu
         assert result.score is not None, "report episodes carry their answers"
         predictions = run_dir / "predictions.csv"
         write_predictions(predictions, report.testcase.episode_ids, result.predictions)
-        return Outcome(result.score, predictions, files=(backbone,), protocol=data.protocol)
+        return Outcome(result.score, predictions, files=(backbone,), protocol=data.protocol, inputs=data.inputs)
 
     return Built(model, task, finish)
 

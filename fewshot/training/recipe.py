@@ -11,6 +11,7 @@ from typing import TypeVar
 import torch
 
 from fewshot.config.schema import TrainedConfig
+from fewshot.data.cache import ImageBank
 from fewshot.data.predictions import Score
 from fewshot.data.splits import BankLoader, Protocol
 from fewshot.methods.base import TrainedModule
@@ -28,6 +29,7 @@ class Outcome:
     files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (per-item scores, a backbone)
     baseline: Score | None = None  # a training-free floor on the same episodes (few-shot: nearest mean colour)
     protocol: Protocol | None = None  # what chose the checkpoint and what the score is on
+    inputs: tuple[tuple[str, ImageBank], ...] = ()  # the decoded splits used, by role: train, selection, report
 
 
 @dataclass(frozen=True)

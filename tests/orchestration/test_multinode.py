@@ -77,7 +77,7 @@ def test_trials_spread_over_both_nodes_into_one_store(
     # bank on a node (a pull or a put per trial) would add at least the smallest bank's bytes; the store's
     # other objects (the trials' context, Tune's and Train's own) add about 10 kB.
     (banks,) = shared_banks
-    assert len(banks.refs) == 2  # the train and validation splits
+    assert len(banks.refs) == 3  # the train, validation (selection) and test (report) splits
     locations = ray.experimental.get_object_locations(list(banks.refs.values()))
     assert all(set(where["node_ids"]) == {head, worker} for where in locations.values())
     sizes = [where["object_size"] for where in locations.values()]

@@ -21,16 +21,18 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
 ) -> None:
     address, env = ray_head.dashboard, ray_head.env
     results = tmp_path / "results"
-    runtime_env = {"env_vars": {"FEWSHOT_CACHE": str(isolated_cache)}}
-    command = [
-        str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-        "--runtime-env-json", json.dumps(runtime_env), "--",
+    # system metrics sampled every second: these runs last seconds
+    runtime_env = {"env_vars": {"FEWSHOT_CACHE": str(isolated_cache), "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}}
+    command = [  # jobs/submit.py: ray job submit, with this checkout's commit and user passed to the job
+        str(BIN / "python"), "jobs/submit.py", "--address", address, "--runtime-env-json", json.dumps(runtime_env),
+        "--",
         "python", "jobs/sweep_distance.py", "--data-root", str(tiny_builtin), "--results", str(results),
         "--epochs", "1", "--episodes", "4", "data.image_size=32", "data.n_val_episodes=20", "train.val_episodes=10",
     ]  # fmt: skip
     deadline = time.monotonic() + 240  # the job agent may come up well after the dashboard on a busy machine
     while True:
-        job = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        job = subprocess.run(command, env={**env, "USER": "course-student"}, capture_output=True, text=True,
+                             timeout=900, cwd=REPO)  # fmt: skip
         if "No available agent to submit job" not in job.stderr or time.monotonic() > deadline:
             break
         time.sleep(3)
@@ -39,6 +41,7 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
     assert "vs euclidean: paired Δ ± 95% CI" in job.stdout and "| reference" in job.stdout
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     experiment = client.get_experiment_by_name("distance")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -51,6 +54,13 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
         assert 0 <= child.data.metrics["report_acc"] <= 100 and child.data.metrics["report_ci95"] > 0
         # chosen on the val split's episodes, scored on the test split's (the built-in data has one)
         assert child.data.tags["protocol"] == "test-split"
+        # the job's copy of the code has no .git: the commit came along from the submitting checkout
+        assert child.data.tags["mlflow.source.git.commit"] == head and child.data.tags["git_sha"] == head[:7]
+        assert child.data.tags["mlflow.user"] == "course-student"
+        assert child.data.metrics["system/cpu_utilization_percentage"] >= 0  # MLflow's system metrics
+        assert child.data.metrics["system/system_memory_usage_megabytes"] > 0
+        contexts = {i.tags[0].value: i.dataset.name for i in child.inputs.dataset_inputs}
+        assert contexts == {"train": "mini/train", "selection": "mini/val", "report": "mini/test"}
         assert re.search(r"on 10 val episodes .*; score on 20 test episodes", child.data.tags["protocol.detail"])
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "best.pt", "predictions.csv", "scores.csv", "learning_curves.png"} <= artifacts

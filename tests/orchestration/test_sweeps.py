@@ -106,3 +106,29 @@ def test_sizing_flags_reach_the_scheduler() -> None:
     with pytest.raises(FewshotError, match="--max-concurrent 0"):
         sizing(_args("--max-concurrent", "0"))
     assert _args("--resume").resume and not _args().resume
+
+
+def test_submit_passes_the_commit_and_user_to_the_job(monkeypatch, tmp_path: Path) -> None:
+    import json
+
+    from fewshot.tracking.runs import source_tags
+
+    submit = _job("submit").submit_command
+    given = json.dumps({"env_vars": {"FEWSHOT_CACHE": "/c"}, "pip": ["x"]})
+    command = submit(["--address", "http://h:8265", "--runtime-env-json", given, "--", "python", "jobs/t.py"],
+                     "abc1234def", "ana")  # fmt: skip
+    assert command[1:5] == ["job", "submit", "--working-dir", str(Path(__file__).resolve().parents[2])]
+    env = json.loads(command[command.index("--runtime-env-json") + 1])
+    assert env == {"env_vars": {"FEWSHOT_CACHE": "/c", "FEWSHOT_GIT_COMMIT": "abc1234def", "FEWSHOT_USER": "ana"},
+                   "pip": ["x"]}  # fmt: skip
+    assert command[-3:] == ["--", "python", "jobs/t.py"] and command.count("--runtime-env-json") == 1
+    # In the job, the runs take them from there (its copy of the code has no .git to ask).
+    monkeypatch.setenv("FEWSHOT_GIT_COMMIT", "abc1234def")
+    monkeypatch.setenv("FEWSHOT_USER", "ana")
+    source_tags.cache_clear()
+    try:
+        tags = source_tags()
+    finally:
+        source_tags.cache_clear()
+    assert tags["mlflow.source.git.commit"] == "abc1234def" and tags["git_sha"] == "abc1234"
+    assert tags["mlflow.user"] == "ana" and tags["mlflow.source.type"] == "JOB"

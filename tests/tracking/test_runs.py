@@ -69,3 +69,35 @@ def test_reporter_skips_epochs_the_run_already_holds(tracker: Tracker) -> None:
             restarted.report(epoch, {"loss": loss}, None)
     history = MlflowClient(tracker.uri).get_metric_history(run_id, "loss")
     assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.5), (3, 1.0)]
+
+
+def test_a_runs_data_is_logged_as_dataset_inputs(tracker: Tracker, tiny_builtin: Path, tmp_path: Path) -> None:
+    import json
+
+    from fewshot.data.cache import load_bank
+    from fewshot.data.tables import open_split
+
+    banks = [(role, load_bank(open_split(tiny_builtin, split), 32, False, tmp_path / "banks"))
+             for role, split in (("train", "train"), ("selection", "val"), ("report", "test"))]  # fmt: skip
+    with tracker.run("distance", "run") as run:
+        tracker.log_datasets(run, banks)
+    inputs = MlflowClient(tracker.uri).get_run(run).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["mini/train", "mini/val", "mini/test"]
+    assert [i.tags[0].value for i in inputs] == ["train", "selection", "report"]
+    assert [i.dataset.digest for i in inputs] == [bank.digest for _, bank in banks]  # the decoded content's hash
+    assert json.loads(inputs[2].dataset.source) == {"uri": str(tiny_builtin / "mini" / "test.csv")}
+    assert json.loads(inputs[0].dataset.profile) == {"images": 160, "classes": 8, "image_size": 32}
+    # another decode of other data has another digest: runs on different data are told apart
+    other = load_bank(open_split(tiny_builtin, "train"), 16, True, tmp_path / "banks")
+    assert other.digest != banks[0][1].digest and len(banks[0][1].digest) == 24
+
+
+def test_runs_carry_their_commit_user_and_source(tracker: Tracker) -> None:
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    with tracker.run("distance", "run") as run:
+        pass
+    tags = MlflowClient(tracker.uri).get_run(run).data.tags
+    assert tags["mlflow.source.git.commit"] == head.stdout.strip() and tags["git_sha"] == head.stdout.strip()[:7]
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "JOB"
