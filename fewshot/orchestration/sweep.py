@@ -35,7 +35,7 @@ from fewshot.orchestration.study import TrialPlan, plan_trials
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.paths import ray_storage
 from fewshot.tracking.runs import PARENT_TAG, Tracker
-from fewshot.tracking.tables import GROUP_TAG, Comparison, publish, sweep_table
+from fewshot.tracking.tables import GROUP_TAG, Comparison, publish, register_best, sweep_table
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,9 @@ def _publish(sweep: Sweep, tracker: Tracker, parent: str, folder: Path) -> Compa
     table = sweep_table(tracker, parent, sweep.group_by)
     if table.empty:
         raise FewshotError(f"every run of sweep {sweep.name!r} failed; see the child runs' 'error' tags")
-    return publish(tracker, parent, table, sweep.group_by, sweep.title, folder)
+    comparison = publish(tracker, parent, table, sweep.group_by, sweep.title, folder)
+    register_best(tracker, parent, sweep.study)
+    return comparison
 
 
 def unfinished(runs: Sequence[Run], tracker: Tracker) -> list[Run]:

@@ -29,12 +29,14 @@ from fewshot.atomic import link_atomic
 from fewshot.checkpoint import load_checkpoint, save_checkpoint
 from fewshot.config.loading import config_dict, validate_config
 from fewshot.config.schema import TRAINED_CONFIGS, ExperimentConfig, TrainedConfig
-from fewshot.data.cache import load_bank
+from fewshot.data.cache import ImageBank, load_bank
 from fewshot.errors import ConfigError
+from fewshot.methods.build import load_method
+from fewshot.methods.serving import EpisodeClassifier
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker, system_metrics
-from fewshot.tracking.tables import CI_METRIC, METRIC, PROTOCOL_DETAIL, PROTOCOL_TAG
+from fewshot.tracking.tables import CI_METRIC, METRIC, PROTOCOL_DETAIL, PROTOCOL_TAG, SELECT_METRIC
 from fewshot.training.loop import Placement
 from fewshot.training.recipe import RunResult
 from fewshot.training.reporting import LogReporter, MultiReporter, Reporter
@@ -136,7 +138,7 @@ def _worker(payload: dict[str, Any]) -> None:
         plots = [learning_curves(result.fit.history, payload["name"], run_dir / "learning_curves.png")]
         if getattr(config, "method", None) in HALLUCINATING:
             plots.append(checkpoint_tsne(result.fit.best_checkpoint, run_dir / "tsne.png", device, load=load))
-        _log_final(mlflow.tracker, run_id, result, run_dir, plots)
+        _log_final(mlflow.tracker, run_id, config, result, run_dir, plots)
     ray_reporter.report_last(result)
 
 
@@ -216,8 +218,11 @@ class RayReporter:
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def _log_final(tracker: Tracker, run_id: str, result: RunResult, run_dir: Path, plots: list[Path]) -> None:
-    final = {"best_epoch": float(result.fit.best_epoch)}
+def _log_final(
+    tracker: Tracker, run_id: str, config: TrainedConfig, result: RunResult, run_dir: Path, plots: list[Path]
+) -> None:
+    # the chosen epoch and its selection score: what may pick a run (the best of a study), never report_acc
+    final = {"best_epoch": float(result.fit.best_epoch), SELECT_METRIC: result.fit.best_val_acc}
     outcome = result.outcome
     if outcome is not None:
         final |= {METRIC: outcome.score.mean, CI_METRIC: outcome.score.ci95}
@@ -240,3 +245,14 @@ def _log_final(tracker: Tracker, run_id: str, result: RunResult, run_dir: Path, 
             slim = Path(folder) / result.fit.best_checkpoint.name
             save_checkpoint(slim, {k: v for k, v in state.items() if k not in ("optimizers", "schedules", "scaler")})
             tracker.log_artifact(run_id, slim)
+        if outcome is not None and isinstance(config, ExperimentConfig):
+            _log_model(tracker, run_id, result.fit.best_checkpoint, dict(outcome.inputs)["report"])
+
+
+def _log_model(tracker: Tracker, run_id: str, checkpoint: Path, report: ImageBank) -> None:
+    """The best checkpoint of a few-shot run as an MLflow model (:class:`EpisodeClassifier`: one episode's
+    images in, its queries' logits out), an episode's worth of the report images as its input example."""
+    config, method = load_method(checkpoint)
+    spec = config.eval_episode
+    example = report.images[: spec.way * (spec.shot + 1)].numpy()  # support class by class, then queries
+    tracker.log_model(run_id, EpisodeClassifier(method, spec.way, spec.shot), example)

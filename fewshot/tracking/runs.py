@@ -23,17 +23,25 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+import torchvision
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+from torch import nn
 
+import fewshot
 from fewshot.data.cache import ImageBank
 from fewshot.errors import FewshotError
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
+MODEL_TAG = "model_id"  # on a run: the MLflow logged model of its best checkpoint
 MAX_PARAM_LENGTH = 6000
 
 
@@ -158,6 +166,32 @@ class Tracker:
             for role, bank in banks
         ]
         self._client.log_inputs(run_id, datasets=inputs)
+
+    def log_model(self, run_id: str, model: nn.Module, input_example: np.ndarray) -> str:
+        """Log ``model`` as an MLflow PyTorch model of run ``run_id`` (its code beside it, so it loads wherever
+        torch does; its signature from ``input_example``); returns the model id, also tagged on the run."""
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__}"]
+        with _tracking_uri(self.uri):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                run_id=run_id,
+                input_example=input_example,
+                pip_requirements=requirements,
+                code_paths=[str(Path(fewshot.__file__).parent)],
+            )
+        self.set_tags(run_id, {MODEL_TAG: info.model_id})
+        return str(info.model_id)
+
+    def register_model(self, run_id: str, name: str) -> int | None:
+        """Register run ``run_id``'s logged model (see :meth:`log_model`) as a new version of ``name`` in the
+        Model Registry; returns the version, or None if the run logged no model."""
+        model_id = self.get(run_id).tags.get(MODEL_TAG)
+        if model_id is None:
+            return None
+        with _tracking_uri(self.uri):
+            version = mlflow.register_model(f"models:/{model_id}", name, tags={"run_id": run_id})
+        return int(version.version)
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self._client.log_artifact(run_id, str(path), folder)
@@ -339,3 +373,14 @@ def system_metrics(tracker: Tracker, run_id: str, interval: float = SYSTEM_METRI
         yield
     finally:
         monitor.finish()
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent model API reads the process-wide tracking URI: ``uri`` while the block runs."""
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)

@@ -23,6 +23,7 @@ from fewshot.viz.plots import comparison_bars
 # A run's final score, on the episodes (or images) its protocol reports on, never those that chose its checkpoint
 # (the per-epoch ``val_acc`` curve); the protocol is a tag (``protocol``, and ``protocol.detail`` in words).
 METRIC, CI_METRIC = "report_acc", "report_ci95"
+SELECT_METRIC = "select_acc"  # the chosen checkpoint's selection score (the best val_acc)
 PROTOCOL_TAG = "protocol"
 PROTOCOL_DETAIL = f"{PROTOCOL_TAG}.detail"
 GROUP_TAG = "by"  # on a sweep's parent run: the tag whose values are its table's rows
@@ -143,3 +144,16 @@ def publish(
     for path in (csv, markdown, plot):
         tracker.log_artifact(parent, path)
     return Comparison(table, csv, markdown, plot)
+
+
+def register_best(tracker: Tracker, parent: str, study: str) -> tuple[str, int] | None:
+    """Register the model of ``parent``'s best finished child run as a new version of ``fewshot-<study>`` in
+    the Model Registry — best by its selection score, never by the score it reports — and tag the parent with
+    it; returns ``(name, version)``, or None when no child logged a model."""
+    runs = [run for run in tracker.children(parent) if run.status == "FINISHED" and SELECT_METRIC in run.metrics]
+    for run in sorted(runs, key=lambda run: run.metrics[SELECT_METRIC], reverse=True):
+        version = tracker.register_model(run.run_id, f"fewshot-{study}")
+        if version is not None:
+            tracker.set_tags(parent, {"registered_model": f"fewshot-{study}/{version}", "best_run_id": run.run_id})
+            return f"fewshot-{study}", version
+    return None

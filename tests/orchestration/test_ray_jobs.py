@@ -59,12 +59,17 @@ def test_ray_job_submit_runs_the_distance_sweep_into_mlflow(
         assert child.data.tags["mlflow.user"] == "course-student"
         assert child.data.metrics["system/cpu_utilization_percentage"] >= 0  # MLflow's system metrics
         assert child.data.metrics["system/system_memory_usage_megabytes"] > 0
+        assert child.data.tags["model_id"].startswith("m-") and child.data.metrics["select_acc"] >= 0
         contexts = {i.tags[0].value: i.dataset.name for i in child.inputs.dataset_inputs}
         assert contexts == {"train": "mini/train", "selection": "mini/val", "report": "mini/test"}
         assert re.search(r"on 10 val episodes .*; score on 20 test episodes", child.data.tags["protocol.detail"])
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "best.pt", "predictions.csv", "scores.csv", "learning_curves.png"} <= artifacts
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
+    # the best run by its selection score is registered; its model loads from the registry
+    best = max(children, key=lambda c: c.data.metrics["select_acc"])
+    assert parents[0].data.tags["registered_model"] == "fewshot-distance/1"
+    assert client.get_model_version("fewshot-distance", "1").run_id == best.info.run_id
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert parent_artifacts == {"comparison-distance.csv", "comparison-distance.md", "comparison-distance.png"}
 

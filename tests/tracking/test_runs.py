@@ -101,3 +101,48 @@ def test_runs_carry_their_commit_user_and_source(tracker: Tracker) -> None:
     tags = MlflowClient(tracker.uri).get_run(run).data.tags
     assert tags["mlflow.source.git.commit"] == head.stdout.strip() and tags["git_sha"] == head.stdout.strip()[:7]
     assert tags["mlflow.user"] and tags["mlflow.source.type"] == "JOB"
+
+
+def test_a_logged_model_loads_back_and_predicts_as_its_run(
+    tracker: Tracker, tiny_builtin: Path, tmp_path: Path
+) -> None:
+    import mlflow
+    import numpy as np
+    import torch
+
+    from fewshot.config.loading import load_config
+    from fewshot.config.schema import ExperimentConfig
+    from fewshot.data.predictions import read_predictions
+    from fewshot.data.splits import load_fewshot_data
+    from fewshot.methods.build import load_method
+    from fewshot.methods.serving import EpisodeClassifier
+    from fewshot.training.run import run
+    from tests.conftest import tiny_overrides
+
+    config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
+    result = run(config, tmp_path / "run")
+    _, method = load_method(result.fit.best_checkpoint)
+    report = load_fewshot_data(config.data, config.train_episode, config.eval_episode).report
+    spec = config.eval_episode
+
+    def images(episode) -> np.ndarray:  # support class by class, then the queries, as a file would give them
+        return report.bank.images[torch.cat([episode.support, episode.query])].numpy()
+
+    with tracker.run("distance", "run") as run_id:
+        model_id = tracker.log_model(run_id, EpisodeClassifier(method, spec.way, spec.shot), images(report.episodes[0]))
+        assert tracker.register_model(run_id, "fewshot-test") == 1
+    assert tracker.get(run_id).tags["model_id"] == model_id
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracker.uri)
+    try:
+        loaded = mlflow.pytorch.load_model("models:/fewshot-test/1")  # from the registry, by name and version
+        served = mlflow.pyfunc.load_model(f"models:/{model_id}")  # what `mlflow models predict` runs
+        version = mlflow.MlflowClient().get_model_version("fewshot-test", "1")
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert version.run_id == run_id
+    predicted = np.stack([loaded(torch.from_numpy(images(e))).argmax(1).numpy() for e in report.episodes])
+    _, expected = read_predictions(result.outcome.predictions)
+    assert np.array_equal(predicted, expected)  # the run's own predictions.csv, episode by episode
+    logits = np.asarray(served.predict(images(report.episodes[1])))
+    assert logits.shape == (spec.way * spec.query, spec.way) and np.array_equal(logits.argmax(1), expected[1])

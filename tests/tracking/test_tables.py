@@ -108,3 +108,24 @@ def test_report_compares_any_two_runs_episode_by_episode(tmp_path: Path) -> None
         report.compare_runs(tracker, first, parent)
     with pytest.raises(FewshotError, match="run nope is not in sqlite"):
         report.compare_runs(tracker, "nope", first)
+
+
+def test_the_best_run_is_registered_by_its_selection_score_not_its_report(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from fewshot.tracking.tables import register_best
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.start_run("distance", "sweep")
+    ids = {}
+    for name, select, report in (("a", 50.0, 60.0), ("b", 55.0, 40.0), ("c", 70.0, 90.0)):
+        with tracker.run("distance", name, parent, {"distance": name}) as run:
+            tracker.log_metrics(run, {"select_acc": select, "report_acc": report}, step=1)
+            if name != "c":  # c logged no model (a run kind without one): it cannot be registered
+                tracker.log_model(run, torch.nn.Linear(2, 2), np.zeros((1, 2), np.float32))
+        ids[name] = run
+    assert register_best(tracker, parent, "distance") == ("fewshot-distance", 1)
+    tags = tracker.get(parent).tags
+    assert tags["registered_model"] == "fewshot-distance/1" and tags["best_run_id"] == ids["b"]  # not "a"
+    assert MlflowClient(tracker.uri).get_model_version("fewshot-distance", "1").run_id == ids["b"]

@@ -1,0 +1,36 @@
+"""A few-shot model as a plain module, one tensor in and logits out: what MLflow's PyTorch flavour logs and its
+pyfunc serves (``mlflow models predict``), with no fewshot types at its border."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fewshot.data.transforms import BatchTransform, EpisodeTensors
+from fewshot.methods.base import EpisodicMethod
+
+
+class EpisodeClassifier(nn.Module):
+    """``images`` ``(N, 3, H, W)`` uint8 — an episode's ``way * shot`` support images class by class, then its
+    queries — to the queries' logits ``(N - way * shot, way)``, class ``c`` being the ``c``-th support class.
+
+    The method is scored as its run scored it (eval mode, the same normalisation), so the logits' argmax is
+    the run's prediction for that episode."""
+
+    def __init__(self, method: EpisodicMethod, way: int, shot: int) -> None:
+        super().__init__()
+        self.method, self.way, self.shot = method, way, shot
+        self.transform = BatchTransform()
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = torch.as_tensor(images)
+        n_support = self.way * self.shot
+        if images.dim() != 4 or len(images) <= n_support:
+            raise ValueError(f"expected (N, 3, H, W) images, {n_support} support then the queries; got {images.shape}")
+        x = self.transform(images.to(torch.uint8))
+        support_labels = torch.arange(self.way, device=x.device).repeat_interleave(self.shot)
+        unknown = torch.full((len(x) - n_support,), -1, device=x.device)
+        batch = EpisodeTensors(x[:n_support], support_labels, x[n_support:], unknown, self.way, self.shot)
+        with torch.inference_mode():
+            return self.method.logits(batch).float()
