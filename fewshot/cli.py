@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from fewshot.config.loading import load_config, parse_override
 from fewshot.config.schema import ExperimentConfig, PretrainConfig
-from fewshot.data.splits import check_splits
+from fewshot.data.splits import decode_splits
 from fewshot.errors import FewshotError
 from fewshot.orchestration.sweep import Launch, Sizing, Sweep, run_sweeps
 from fewshot.orchestration.transfer import pretrain_backbones
@@ -160,7 +160,7 @@ def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
         where = stores(args)
         overrides = [f"method={method}", *PRETRAIN_QUICK, *transfer_flags(args), *args.overrides]
         config = load_config(PretrainConfig, args.config, overrides)
-        check_splits(config.data)
+        decode_splits(config.data)  # a corrupt image: one line now, before Ray starts
         launch = Launch(where.tracker(), where.results, sizing(args))
         (backbone,) = pretrain_backbones([config], launch)
         print(f"{method} backbone: {backbone}  (MLflow store: {where.tracking_uri})")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from fewshot.cli import EXIT_INTERRUPTED, STORES, job_parser, parse_override_map, run_job, stores
 from fewshot.config.loading import load_config
+from fewshot.data.splits import decode_splits
+from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError
 from fewshot.orchestration.study import Study, latest_study, new_study
 from fewshot.orchestration.tune import run_study
@@ -55,6 +57,9 @@ def main(args: argparse.Namespace) -> None:
         base = load_config(config_type(space.method), args.config)
         check_space(space, args.space, base)
         space = space.model_copy(update={"fixed": {**space.fixed, **parse_override_map(overrides)}})
+        finetune = space.method == "finetune"  # a corrupt image: one line now, before the study and Ray start
+        data = space.trial_config(space.midpoint(), base).data
+        decode_splits(data, dirs=OFFICE_DIRS if finetune else FEWSHOT_DIRS, test=not finetune)
         study = new_study(args.space.resolve(), space, base, where.tracker(), where.results, args.samples, args.grid,
                           args.gpus_per_trial, args.cpus_per_trial)  # fmt: skip
         resume = False

@@ -112,6 +112,20 @@ def check_splits(
     return (train, val) if held_out is None else (train, val, held_out)
 
 
+def decode_splits(
+    config: DataConfig,
+    train_spec: EpisodeSpec | None = None,
+    dirs: tuple[str, ...] = FEWSHOT_DIRS,
+    test: bool = True,
+) -> tuple[ImageTable, ...]:
+    """:func:`check_splits`, then decode every split into the disk cache: a corrupt or truncated image is one
+    line naming it now — before a job starts Ray — and the runs read the decoded splits, no second decode."""
+    tables = check_splits(config, train_spec, dirs, test)
+    for table in tables:
+        load_bank(table, config.image_size, config.resize, config.cache_dir)
+    return tables
+
+
 def check_fills(table: ImageTable, spec: EpisodeSpec, split: str) -> None:
     """That ``table`` has the classes and images per class ``spec`` episodes need; else a :class:`DataError`
     naming the split and its file."""

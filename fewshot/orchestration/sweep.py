@@ -26,8 +26,7 @@ from ray.exceptions import RayTaskError
 from fewshot.atomic import fresh_folder, owned, write_text_atomic
 from fewshot.config.loading import flatten, to_yaml
 from fewshot.config.schema import DataConfig, ExperimentConfig, TrainedConfig
-from fewshot.data.cache import load_bank
-from fewshot.data.splits import check_splits
+from fewshot.data.splits import decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS
 from fewshot.errors import FewshotError
 from fewshot.orchestration.shared import BankKey, SharedBanks, share_banks
@@ -74,10 +73,7 @@ class Sweep:
         mistake, a corrupt or truncated image among them, is one line naming it before Ray starts (the runs
         then read the decoded splits, no second decode)."""
         for config in {variant.config.data: variant.config for variant in self.variants}.values():
-            data = config.data
-            splits = check_splits(data, config.train_episode if isinstance(config, ExperimentConfig) else None)
-            for table in splits:
-                load_bank(table, data.image_size, data.resize, data.cache_dir)
+            decode_splits(config.data, config.train_episode if isinstance(config, ExperimentConfig) else None)
 
 
 def connect_ray() -> None:

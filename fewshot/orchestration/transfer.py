@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fewshot.config.loading import config_dict, to_yaml
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
-from fewshot.data.splits import check_splits
+from fewshot.data.splits import check_splits, decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import FewshotError
 from fewshot.models.resnet import load_backbone, resnet50_backbone
@@ -116,14 +116,16 @@ class OfficeStudy:
         unknown = sorted(set(self.settings) - set(SETTINGS))
         if unknown or not self.settings:
             raise FewshotError(f"settings {self.settings!r}: choose from {''.join(SETTINGS)} (e.g. ABCDE or BD)")
-        # Data and checkpoint mistakes fail here, before any training.
+        # Data and checkpoint mistakes fail here, before any training; the cheap checks first, then every split
+        # is decoded into the cache, so a corrupt image is one line before Ray starts.
         train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS, test=False)
         class_targets(val, train.classes)
         sources = [getattr(self, kind) for kind in self.needed()]
-        for data in {source.data for source in sources if isinstance(source, PretrainConfig)}:
-            check_splits(data)
         for path in (source for source in sources if isinstance(source, Path)):
             load_backbone(resnet50_backbone(), path)
+        decode_splits(self.finetune.data, dirs=OFFICE_DIRS, test=False)
+        for data in {source.data for source in sources if isinstance(source, PretrainConfig)}:
+            decode_splits(data)
 
     def needed(self) -> list[str]:
         """The kinds of pre-trained backbone (``supervised``, ``ssl``) the settings use."""

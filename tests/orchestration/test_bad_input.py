@@ -31,17 +31,28 @@ def test_a_missing_image_folder_is_one_line_before_anything_starts(tmp_path: Pat
     assert not (tmp_path / "results").exists()  # no MLflow store, no run folder, no Ray session
 
 
-def test_a_truncated_image_is_named_before_ray_starts(tiny_builtin: Path, tmp_path: Path) -> None:
+TRUNCATED = {  # job, its arguments, and the split whose image is cut short
+    "sweep_distance.py": (["data.image_size=32"], "mini", "train"),
+    "pretrain_byol.py": (["data.image_size=32"], "mini", "val"),
+    "tune.py": (["--space", "tune_spaces/protonet-small.yaml", "data.image_size=32"], "mini", "test"),
+    "finetune_office.py": (["--image-size", "32"], "office", "val"),
+}
+
+
+@pytest.mark.parametrize("script", TRUNCATED)
+def test_a_truncated_image_is_named_before_ray_starts(tiny_builtin: Path, tmp_path: Path, script: str) -> None:
     import shutil
 
+    args, folder, split = TRUNCATED[script]
     root = tmp_path / "data"
-    shutil.copytree(tiny_builtin / "mini", root / "mini")
-    image = sorted((root / "mini" / "train").iterdir())[3]
+    for sub in ("mini", "office"):
+        shutil.copytree(tiny_builtin / sub, root / sub)
+    image = sorted((root / folder / split).iterdir())[1]
     image.write_bytes(image.read_bytes()[:300])  # a download cut short
-    done = _job("sweep_distance.py", "--data-root", str(root), "data.image_size=32", results=tmp_path / "results")
+    done = _job(script, "--data-root", str(root), *args, results=tmp_path / "results")
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {root / 'mini' / 'train.csv'}: image {image} is corrupt or not an image")
+    assert last.startswith(f"error: {root / folder / f'{split}.csv'}: image {image} is corrupt or not an image")
     assert "Traceback" not in done.stderr and "Ray" not in done.stderr
     assert not (tmp_path / "results").exists()
 
