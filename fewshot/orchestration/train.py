@@ -10,6 +10,7 @@ epoch. Rank 0 also logs the epoch metrics and, at the end, the final score and a
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -43,6 +44,8 @@ from fewshot.training.reporting import LogReporter, MultiReporter, Reporter
 from fewshot.training.run import run
 from fewshot.viz.plots import learning_curves
 from fewshot.viz.tsne import checkpoint_tsne
+
+log = logging.getLogger(__name__)
 
 HALLUCINATING = ("hallucination", "afhn")  # methods whose runs also draw the t-SNE of real and fake features
 
@@ -246,7 +249,11 @@ def _log_final(
             save_checkpoint(slim, {k: v for k, v in state.items() if k not in ("optimizers", "schedules", "scaler")})
             tracker.log_artifact(run_id, slim)
         if outcome is not None and isinstance(config, ExperimentConfig):
-            _log_model(tracker, run_id, result.fit.best_checkpoint, dict(outcome.inputs)["report"])
+            try:
+                _log_model(tracker, run_id, result.fit.best_checkpoint, dict(outcome.inputs)["report"])
+            except Exception as err:  # lineage, not the result: a trained and scored run stands
+                log.warning("could not log the model of run %s: %s", run_id, err)
+                tracker.set_tags(run_id, {"model_error": f"{type(err).__name__}: {err}"[:5000]})
 
 
 def _log_model(tracker: Tracker, run_id: str, checkpoint: Path, report: ImageBank) -> None:

@@ -177,6 +177,9 @@ class Tracker:
                 name="model",
                 run_id=run_id,
                 input_example=input_example,
+                # not MLflow's default torch.export: AFHN's training stage is a data-dependent branch it cannot
+                # trace; the pickle loads with fewshot's code, which travels with the model (code_paths)
+                serialization_format="pickle",
                 pip_requirements=requirements,
                 code_paths=[str(Path(fewshot.__file__).parent)],
             )
