@@ -56,7 +56,8 @@ def compare(
 ) -> pd.DataFrame:
     """Accuracy per value of tag ``by`` over the finished runs, in order of first appearance; tags named in
     ``describe`` (the same within a group, e.g. a setting's pre-training) are carried into the table. Given
-    ``scores`` (each run's per-episode accuracies), each row also gets its paired difference to the first row."""
+    ``scores`` (each run's per-episode accuracies), each row scored on the first row's episodes also gets its
+    paired difference to the first row."""
     if METRIC not in runs.columns or by not in runs.columns:  # no run finished with a score (all failed)
         runs = runs.iloc[0:0].reindex(columns=list(dict.fromkeys([*runs.columns, METRIC, CI_METRIC, by, *describe])))
     done = runs[(runs["status"] == "FINISHED") & runs[METRIC].notna()] if len(runs) else runs
@@ -82,6 +83,10 @@ def compare(
     if scores is not None and len(table):
         groups = [done.loc[done[by] == value, "run_id"].tolist() for value in table[by]]
         differences = paired_differences([_mean_scores(ids, scores) for ids in groups])
+        # Pair only rows scored on the reference row's episodes: the protocol line names the episode file by
+        # its content hash (generated files of other shapes share episode ids, not episodes).
+        reference = table["protocol"].iloc[0]
+        differences = [d if p == reference else None for d, p in zip(differences, table["protocol"], strict=True)]
         table["delta"] = [d.mean if d is not None else math.nan for d in differences]
         table["delta_ci95"] = [d.ci95 if d is not None else math.nan for d in differences]
         table["paired"] = ["reference"] + [f"{d.mean:+.2f} ± {d.ci95:.2f}" if d else "n/a" for d in differences[1:]]

@@ -77,8 +77,11 @@ def test_each_row_shows_its_paired_difference_to_the_reference_row(tmp_path: Pat
     _scored_run(tracker, parent, tmp_path, {"distance": "cosine", "seed": 0}, list(better))
     other = [f"x{i}" for i in range(200)]  # scored on other episodes: not comparable
     _scored_run(tracker, parent, tmp_path, {"distance": "relation", "seed": 0}, list(base), ids=other)
+    # the same episode ids, but other episodes (a 5-shot file): its protocol line names another episode file
+    shot5 = {"distance": "transformed", "seed": 0, "protocol.detail": "score on 600 test episodes (test-5w5s.csv)"}
+    _scored_run(tracker, parent, tmp_path, shot5, list(better))
     table = sweep_table(tracker, parent, "distance")
-    assert table["paired"].tolist()[0] == "reference" and table["paired"].tolist()[2] == "n/a"
+    assert table["paired"].tolist()[0] == "reference" and table["paired"].tolist()[2:] == ["n/a", "n/a"]
     delta, ci = table["delta"].iloc[1], table["delta_ci95"].iloc[1]
     differences = better - (base + base + 0.02) / 2  # against the mean of euclidean's two seeds
     assert delta == pytest.approx(100 * differences.mean())
