@@ -177,6 +177,7 @@ def run_job(main: Callable[[argparse.Namespace], None], parser: argparse.Argumen
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,  # whatever a library's import did to the root logger, the job's log goes to stderr
     )
     tune_allocator()
     try:

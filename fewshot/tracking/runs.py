@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import torch
 import torchvision
@@ -172,7 +171,7 @@ class Tracker:
         torch does; its signature from ``input_example``); returns the model id, also tagged on the run."""
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__}"]
         with _tracking_uri(self.uri):
-            info = mlflow.pytorch.log_model(
+            info = _pytorch_flavour().log_model(
                 model,
                 name="model",
                 run_id=run_id,
@@ -387,3 +386,16 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(before)
+
+
+def _pytorch_flavour() -> Any:
+    """``mlflow.pytorch``, imported on first use without the side effect its import has: a handler on the root
+    logger at level ERROR, which would silence every job's progress log (``logging.basicConfig`` then does
+    nothing) and a Ray worker's log after its first model."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    import mlflow.pytorch
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return mlflow.pytorch

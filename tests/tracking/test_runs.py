@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,17 @@ def test_every_methods_model_is_logged_and_loads_back(tracker: Tracker, method: 
     expected = model(torch.from_numpy(episode))
     torch.manual_seed(1)
     assert torch.equal(loaded(torch.from_numpy(episode)), expected) and expected.shape == (10, 5)
+
+
+def test_mlflows_pytorch_flavour_leaves_the_root_logger_alone() -> None:
+    """Importing mlflow.pytorch puts an ERROR-level handler on the root logger: once, it silenced every job's
+    progress log (the sweep's '[k/n] finished' lines). In a fresh interpreter, as a job would import it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from fewshot.tracking.runs import _pytorch_flavour; _pytorch_flavour(); "
+        "root = logging.getLogger(); print(len(root.handlers), root.level)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert done.stdout.split() == ["0", str(logging.WARNING)], done.stderr[-2000:]
