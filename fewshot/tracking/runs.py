@@ -170,7 +170,7 @@ class Tracker:
         """Log ``model`` as an MLflow PyTorch model of run ``run_id`` (its code beside it, so it loads wherever
         torch does; its signature from ``input_example``); returns the model id, also tagged on the run."""
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__}"]
-        with _tracking_uri(self.uri):
+        with using_tracking_uri(self.uri):
             info = _pytorch_flavour().log_model(
                 model,
                 name="model",
@@ -191,7 +191,7 @@ class Tracker:
         model_id = self.get(run_id).tags.get(MODEL_TAG)
         if model_id is None:
             return None
-        with _tracking_uri(self.uri):
+        with using_tracking_uri(self.uri):
             version = mlflow.register_model(f"models:/{model_id}", name, tags={"run_id": run_id})
         return int(version.version)
 
@@ -378,14 +378,24 @@ def system_metrics(tracker: Tracker, run_id: str, interval: float = SYSTEM_METRI
 
 
 @contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent model API reads the process-wide tracking URI: ``uri`` while the block runs."""
-    before = mlflow.get_tracking_uri()
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent model API reads the process-wide tracking URI: ``uri`` while the block runs. Restores
+    what was there exactly, the environment included: ``mlflow.set_tracking_uri`` also writes
+    ``$MLFLOW_TRACKING_URI`` for subprocesses, and restoring it from ``get_tracking_uri()`` would leave this
+    run's store there, where the next job started from this process (or the next run of this Ray worker,
+    through ``default_tracking_uri``) would silently log into it."""
+    from mlflow.tracking._tracking_service import utils  # the global behind set_tracking_uri
+
+    global_before, env_before = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)
+        mlflow.set_tracking_uri(global_before)  # type: ignore[arg-type]  # None: unset, as MLflow itself restores it
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
 
 
 def _pytorch_flavour() -> Any:

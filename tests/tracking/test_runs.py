@@ -1,10 +1,11 @@
 import logging
+import os
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from fewshot.tracking.runs import MlflowReporter, Tracker, absolute_uri
+from fewshot.tracking.runs import MlflowReporter, Tracker, absolute_uri, using_tracking_uri
 
 
 @pytest.fixture
@@ -133,14 +134,10 @@ def test_a_logged_model_loads_back_and_predicts_as_its_run(
         model_id = tracker.log_model(run_id, EpisodeClassifier(method, spec.way, spec.shot), images(report.episodes[0]))
         assert tracker.register_model(run_id, "fewshot-test") == 1
     assert tracker.get(run_id).tags["model_id"] == model_id
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracker.uri)
-    try:
+    with using_tracking_uri(tracker.uri):
         loaded = mlflow.pytorch.load_model("models:/fewshot-test/1")  # from the registry, by name and version
         served = mlflow.pyfunc.load_model(f"models:/{model_id}")  # what `mlflow models predict` runs
         version = mlflow.MlflowClient().get_model_version("fewshot-test", "1")
-    finally:
-        mlflow.set_tracking_uri(before)
     assert version.run_id == run_id
     predicted = np.stack([loaded(torch.from_numpy(images(e))).argmax(1).numpy() for e in report.episodes])
     _, expected = read_predictions(result.outcome.predictions)
@@ -168,12 +165,8 @@ def test_every_methods_model_is_logged_and_loads_back(tracker: Tracker, method: 
     episode = np.random.default_rng(0).integers(0, 255, (15, 3, 32, 32), dtype=np.uint8)
     with tracker.run("methods", method) as run_id:
         model_id = tracker.log_model(run_id, model, episode)
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracker.uri)
-    try:
+    with using_tracking_uri(tracker.uri):
         loaded = mlflow.pytorch.load_model(f"models:/{model_id}")
-    finally:
-        mlflow.set_tracking_uri(before)
     torch.manual_seed(1)  # hallucination draws noise: the same draws for both
     expected = model(torch.from_numpy(episode))
     torch.manual_seed(1)
@@ -192,3 +185,26 @@ def test_mlflows_pytorch_flavour_leaves_the_root_logger_alone() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert done.stdout.split() == ["0", str(logging.WARNING)], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("outside", [None, "sqlite:////srv/elsewhere.db"])
+def test_logging_a_model_leaves_the_tracking_uri_and_environment_as_they_were(
+    tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outside: str | None
+) -> None:
+    """``mlflow.set_tracking_uri`` writes ``$MLFLOW_TRACKING_URI``: once, logging a model left its store there,
+    and every job a test started afterwards logged into that store instead of its own."""
+    import mlflow
+    import torch
+
+    from fewshot.tracking.runs import default_tracking_uri
+
+    if outside is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", outside)
+    own = default_tracking_uri(tmp_path / "results")
+    with tracker.run("models", "linear") as run_id:
+        tracker.log_model(run_id, torch.nn.Linear(4, 2), torch.zeros(3, 4).numpy())
+    assert os.environ.get("MLFLOW_TRACKING_URI") == outside
+    assert default_tracking_uri(tmp_path / "results") == own
+    assert mlflow.get_tracking_uri() != tracker.uri
