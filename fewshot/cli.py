@@ -61,7 +61,7 @@ FLAGS: dict[str, dict[str, Any]] = {
     "train-way": {"type": int, "help": "classes per training episode"},
     "batch-size": {"type": int, "help": "global mini-batch size (split between workers)"},
     "image-size": {"type": int, "help": "image side in pixels (images are resized to it)"},
-    "seeds": {"type": int, "default": 1, "help": "seeds per configuration (table: mean ± std)"},
+    "seeds": {"type": int, "help": "seeds per configuration, table: mean ± std (default 1; reproduce: the profile's)"},
     "workers": {"type": int, "default": 1, "help": "Ray Train workers per run (data parallel)"},
     "max-concurrent": {"type": int, "help": "runs training at once, at most (default: as many as the cluster holds)"},
     "gpus-per-run": {"type": float, "help": "fraction of a GPU per run worker (default 0.25 on a GPU cluster)"},
@@ -145,7 +145,7 @@ def sweep_job(*makers: Callable[[ExperimentConfig], Sweep]) -> Callable[[argpars
 
     def main(args: argparse.Namespace) -> None:
         where, base = stores(args), sweep_config(args)
-        sweeps = [make(base).seeded(args.seeds) for make in makers]
+        sweeps = [make(base).seeded(args.seeds or 1) for make in makers]
         for comparison in run_sweeps(sweeps, where.tracker(), where.results, sizing(args), args.resume):
             print(comparison.to_markdown())
             print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")

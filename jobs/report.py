@@ -1,5 +1,7 @@
 """Rebuild a sweep's comparison table and plot from the MLflow store alone, or compare two runs.
 
+python jobs/report.py --report                         # the latest report of jobs/reproduce.py, rebuilt
+python jobs/report.py --report --profile paper --out docs/report-paper
 python jobs/report.py --study distance                 # the latest distance sweep
 python jobs/report.py --study shots --run <parent run id> --tracking-uri sqlite:////abs/mlflow.db
 python jobs/report.py --compare <run id> <run id>      # paired difference over the episodes both were scored on
@@ -14,6 +16,7 @@ from pathlib import Path
 from fewshot.cli import STORES, job_parser, run_job, stores
 from fewshot.data.predictions import SCORES_FILE, mean_ci95, paired_difference
 from fewshot.errors import FewshotError
+from fewshot.tracking.report import REPORT_EXPERIMENT, build_report, read_plan
 from fewshot.tracking.runs import RunRecord, Tracker
 from fewshot.tracking.tables import GROUP_TAG, publish, run_scores, sweep_table
 
@@ -23,6 +26,9 @@ def main(args: argparse.Namespace) -> None:
     tracker = where.tracker()
     if args.compare:
         compare_runs(tracker, *args.compare)
+        return
+    if args.report:
+        rebuild_report(tracker, args.profile, args.out or where.results / "reproduce" / args.profile / "report-rebuilt")
         return
     run = tracker.get(args.run) if args.run else _latest_sweep(tracker, args.study)
     by = args.by or run.tags.get(GROUP_TAG)
@@ -35,6 +41,18 @@ def main(args: argparse.Namespace) -> None:
     comparison = publish(tracker, run.run_id, table, by, run.name or args.study, out)
     print(comparison.to_markdown())
     print(f"written to {out} and logged on run {run.run_id}")
+
+
+def rebuild_report(tracker: Tracker, profile: str, out: Path) -> None:
+    """The latest report of ``profile`` rebuilt from its plan and the runs MLflow holds, into ``out``."""
+    run = tracker.latest(REPORT_EXPERIMENT, "profile", profile)
+    if run is None:
+        raise FewshotError(f"no report of profile {profile!r} in {tracker.uri}; run jobs/reproduce.py first")
+    with tempfile.TemporaryDirectory(prefix="fewshot-plan-") as folder:
+        plan = read_plan(tracker, run.run_id, Path(folder))
+    report = build_report(tracker, plan, out.resolve())
+    print(report.read_text())
+    print(f"report rebuilt from MLflow run {run.run_id}: {report}")
 
 
 def compare_runs(tracker: Tracker, first: str, second: str) -> None:
@@ -68,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="parent run id (default: the latest sweep of the study)")
     p.add_argument("--by", help="tag to group by (default: the sweep's own)")
     p.add_argument("--out", type=Path, help="folder for the table and plot (default: the sweep's results folder)")
+    p.add_argument("--report", action="store_true", help="rebuild the latest report of jobs/reproduce.py")
+    p.add_argument("--profile", default="quick", help="with --report: the profile whose report to rebuild")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="two run ids: their paired difference, episode by episode")
     return p
 

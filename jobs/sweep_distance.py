@@ -9,22 +9,7 @@ Each distance is a child run of one MLflow parent run (experiment ``distance``);
 from __future__ import annotations
 
 from fewshot.cli import run_job, sweep_job, sweep_parser
-from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.sweep import Sweep, Variant
-
-DISTANCES = ("euclidean", "cosine", "relation", "transformed")
-
-
-def make_sweep(base: ExperimentConfig) -> Sweep:
-    model = base.model
-    variants = [
-        Variant(d, base.model_copy(update={"model": model.model_copy(update={"distance": d})}), {"distance": d})
-        for d in DISTANCES
-    ]
-    spec = base.eval_episode
-    title = f"{spec.way}-way {spec.shot}-shot accuracy by distance"
-    return Sweep(study="distance", name="distance-sweep", group_by="distance", title=title, variants=variants)
-
+from fewshot.orchestration.studies import distance_sweep as make_sweep
 
 if __name__ == "__main__":
     run_job(sweep_job(make_sweep), sweep_parser(__doc__.splitlines()[0]))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +72,12 @@ def _braced(raw: str) -> bool:
 def config_dict(config: BaseModel) -> dict[str, Any]:
     """A config as plain YAML/JSON-able data (paths become strings)."""
     return config.model_dump(mode="json")
+
+
+def config_hash(config: BaseModel, length: int = 12) -> str:
+    """A config's identity: the hash of its resolved values (equal configs, however written, hash alike)."""
+    text = json.dumps(config_dict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def to_yaml(config: BaseModel) -> str:

@@ -275,3 +275,42 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         both = isinstance(value, dict) and isinstance(out.get(key), dict)
         out[key] = _merge(out[key], value) if both else value
     return out
+
+
+class StudiesConfig(Strict):
+    """The studies a reproduce profile runs, each by the values of its table's rows; a study left out (or
+    ``null``) is not run. ``tsne`` draws real and hallucinated features of the hallucinating methods' runs;
+    ``settings`` are Office-Home settings A–E (letters, e.g. ``ABCDE``)."""
+
+    distance: list[Literal["euclidean", "cosine", "relation", "transformed"]] | None = None
+    shots: list[int] | None = None
+    train_way: list[int] | None = None
+    m: list[int] | None = None
+    methods: list[Literal["protonet", "hallucination", "afhn", "afhn-report"]] | None = None
+    tsne: bool = False
+    settings: str | None = None
+
+    @field_validator("shots", "train_way", "m")
+    @classmethod
+    def _positive(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and (not values or min(values) < 1 or len(set(values)) < len(values)):
+            raise ValueError(f"give distinct positive values, got {values}")
+        return values
+
+    @field_validator("settings")
+    @classmethod
+    def _letters(cls, value: str | None) -> str | None:
+        if value is not None and (not value or set(value) - set("ABCDE") or len(set(value)) < len(value)):
+            raise ValueError(f"settings are distinct letters of ABCDE (e.g. ABCDE or BD), got {value!r}")
+        return value
+
+
+class ReproduceProfile(Strict):
+    """A ``jobs/reproduce.py`` profile (``profiles/<name>.yaml``): the studies, the seeds of every run, and the
+    ``key=value`` overrides of each kind of run: few-shot runs, backbone pre-trainings, Office-Home fine-tunings."""
+
+    studies: StudiesConfig
+    seeds: int = Field(1, ge=1)
+    fewshot: list[str] = []
+    pretrain: list[str] = []
+    finetune: list[str] = []

@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -125,7 +124,8 @@ class Launch:
 @dataclass(frozen=True)
 class Run:
     """One Ray Train run to make: a variant, its folder, the MLflow experiment (``study``) and parent run it is
-    tracked in, its name's prefix, and the MLflow run it continues."""
+    tracked in, its name's prefix, the MLflow run it continues, and the runs (by folder) of the same round that
+    must finish first (a fine-tuning waits for the pre-training whose backbone it starts from)."""
 
     variant: Variant
     run_dir: Path
@@ -133,6 +133,7 @@ class Run:
     parent: str | None = None
     prefix: str = ""
     resume_run: str | None = None
+    needs: tuple[Path, ...] = ()
 
 
 RUN_ID_FILE = "mlflow-run-id"  # in a run folder: the MLflow run its training logs into
@@ -255,43 +256,81 @@ def plan_runs(cluster: dict[str, float], runs: int, sizing: Sizing) -> TrialPlan
 
 def train_runs(runs: Sequence[Run], launch: Launch, trainer: Trainer = run_training) -> list[bool]:
     """Train every run as its own Ray Train run, as many at once as :func:`plan_runs` allows, the next one
-    starting as soon as one ends; returns whether each finished.
+    starting as soon as one ends (a run whose ``needs`` are still training waits for them); returns whether
+    each finished. Progress: a line per run started and ended, with the count done and an ETA.
 
     A run's MLflow run opens when it starts. A failure is logged and recorded on its run (FAILED, with its
-    error), not raised: one failed configuration must not lose the others. Ctrl-C (or an error of the
-    scheduler itself) stops the runs in flight and ends their MLflow runs KILLED before it propagates.
+    error), not raised: one failed configuration must not lose the others; a run that needs a failed one is
+    recorded FAILED without training. Ctrl-C (or an error of the scheduler itself) stops the runs in flight and
+    ends their MLflow runs KILLED before it propagates.
     """
     connect_ray()
     plan = plan_runs(ray.cluster_resources(), len(runs), launch.sizing)
     if len(runs) > 1:
         log.info("%d runs, %d at a time, each worker %s", len(runs), plan.concurrent, plan.resources_per_worker)
-    waiting, flying = deque(enumerate(runs)), dict[ray.ObjectRef, tuple[int, str]]()
-    finished = [False] * len(runs)
+    waiting, flying = list(enumerate(runs)), dict[ray.ObjectRef, tuple[int, str, float]]()
+    finished, failed, took = [False] * len(runs), set[Path](), list[float]()
+    progress = _Progress(len(runs), plan.concurrent)
     try:
         while waiting or flying:
-            while waiting and len(flying) < plan.concurrent:
-                index, run = waiting.popleft()
-                run_id = _open_run(run, launch)
-                flying[_train.remote(trainer, _train_job(run, launch, plan, run_id))] = (index, run_id)
-                log.info("[%d/%d] started %s", index + 1, len(runs), run.variant.name)
+            pending = {runs[i].run_dir for i, _ in waiting} | {runs[i].run_dir for i, _, _ in flying.values()}
+            for index, run in list(waiting):
+                if len(flying) >= plan.concurrent:
+                    break
+                if failed.intersection(run.needs):
+                    waiting.remove((index, run))
+                    failed.add(run.run_dir)
+                    _skip(run, launch, [need for need in run.needs if need in failed])
+                    progress.ended(run.variant.name, "not started: a run it needs failed", len(waiting), flying)
+                elif not pending.intersection(run.needs):
+                    waiting.remove((index, run))
+                    run_id = _open_run(run, launch)
+                    job = _train.remote(trainer, _train_job(run, launch, plan, run_id))
+                    flying[job] = (index, run_id, time.monotonic())
+                    log.info("[%d/%d] started %s", index + 1, len(runs), run.variant.name)
             ready, _ = ray.wait(list(flying), num_returns=1, timeout=1.0)
             for ref in ready:
-                index, run_id = flying.pop(ref)
+                index, run_id, began = flying.pop(ref)
                 finished[index] = _close_run(ref, run_id, runs[index].variant.name, launch.tracker)
-                done = len(runs) - len(waiting) - len(flying)
-                log.info(
-                    "[%d/%d] %s %s",
-                    done,
-                    len(runs),
-                    runs[index].variant.name,
-                    "finished" if finished[index] else "failed",
-                )
+                if not finished[index]:
+                    failed.add(runs[index].run_dir)
+                took.append(time.monotonic() - began)
+                outcome = f"finished in {_minutes(took[-1])}" if finished[index] else "failed"
+                progress.ended(runs[index].variant.name, outcome, len(waiting), flying, took)
     except BaseException as err:
-        for ref, (_, run_id) in flying.items():
+        for ref, (_, run_id, _) in flying.items():
             ray.cancel(ref, force=True)  # its process ends, and the Ray Train run it drives with it
             launch.tracker.finish(run_id, err)
         raise
     return finished
+
+
+@dataclass
+class _Progress:
+    """The log line of each run that ends: how many are done of how many, and when the rest should be."""
+
+    total: int
+    concurrent: int
+    done: int = 0
+
+    def ended(self, name: str, outcome: str, waiting: int, flying: dict, took: Sequence[float] = ()) -> None:
+        self.done += 1
+        eta = ""
+        if took and (waiting or flying):  # the runs left, as many at a time as fit, at the mean run's time
+            left = (waiting + len(flying)) * sum(took) / len(took) / min(self.concurrent, waiting + len(flying))
+            eta = f"; about {_minutes(left)} left"
+        log.info("[%d/%d] %s %s%s", self.done, self.total, name, outcome, eta)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _skip(run: Run, launch: Launch, failed: Sequence[Path]) -> None:
+    """Record a run that cannot start because a run it needs failed: its MLflow run ends FAILED, saying why."""
+    run_id = _open_run(run, launch)
+    needs = ", ".join(str(path) for path in failed)
+    launch.tracker.finish(run_id, FewshotError(f"not started: the run it needs failed ({needs})"))
 
 
 @ray.remote(num_cpus=0, max_retries=0)

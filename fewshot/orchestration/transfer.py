@@ -8,15 +8,13 @@ pre-trainings it needed as child runs too, and the A–E table and plot on the p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fewshot.config.loading import config_dict, to_yaml
+from fewshot.config.loading import config_hash, to_yaml
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.data.splits import check_splits, decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
@@ -58,8 +56,7 @@ def pretrain_dir(config: PretrainConfig, results: Path) -> Path:
     """Where a pre-training of ``config`` lives: its ``output_dir``, else a folder named by the config's hash."""
     if config.output_dir is not None:
         return Path(config.output_dir).expanduser().resolve()
-    text = json.dumps(config_dict(config), sort_keys=True)
-    return results / "pretrain" / f"{config.method}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    return results / "pretrain" / f"{config.method}-{config_hash(config, 10)}"
 
 
 def pretrain_backbones(

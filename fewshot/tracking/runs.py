@@ -260,6 +260,16 @@ class Tracker:
         )
         return self._record(runs[0]) if runs else None
 
+    def find(self, experiment: str, tag: str, value: str) -> list[RunRecord]:
+        """The runs of ``experiment`` whose ``tag`` is ``value``, newest first (none if there is no such
+        experiment)."""
+        found = self._client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        where = f"tags.{tag} = '{value}'"
+        runs = self._client.search_runs([found.experiment_id], where, order_by=["attributes.start_time DESC"])
+        return [self._record(run) for run in runs]
+
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` of every value of metric ``key`` in the order they were logged."""
         metrics = sorted(self._client.get_metric_history(run_id, key), key=lambda m: m.timestamp)

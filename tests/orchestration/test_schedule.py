@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,29 @@ def test_runs_overlap_and_one_failure_loses_no_other(shared_ray: RayHead, tmp_pa
     for moment in (start for start, _ in spans):  # never more at once than the cluster holds
         assert sum(start <= moment < end for start, end in spans) <= 2
     assert all((tmp_path / name / sweep_module.RUN_ID_FILE).is_file() for name in names)
+
+
+def test_a_run_waits_for_the_runs_it_needs_and_never_starts_after_one_failed(
+    shared_ray: RayHead, tmp_path: Path
+) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.start_run("distance", "study")
+
+    def stand_in(job: TrainJob) -> None:
+        time.sleep(2)
+        if job.name.startswith("broken"):
+            raise RuntimeError("diverged")
+
+    pretrain, broken, tuned, orphan = _runs(tmp_path, ["pretrain", "broken", "tuned", "orphan"], parent)
+    tuned, orphan = replace(tuned, needs=(pretrain.run_dir,)), replace(orphan, needs=(broken.run_dir,))
+    # the waiting ones first: a run that waits holds up no other
+    finished = train_runs([tuned, orphan, pretrain, broken], Launch(tracker, tmp_path), stand_in)
+    assert finished == [True, False, True, False]
+    runs = _children(tracker, parent)
+    assert runs["tuned"].start_time >= runs["pretrain"].end_time
+    assert runs["pretrain"].start_time < runs["broken"].end_time  # the two without needs went out at once
+    assert runs["orphan"].status == "FAILED" and "not started: the run it needs failed" in runs["orphan"].tags["error"]
+    assert str(broken.run_dir) in runs["orphan"].tags["error"]
 
 
 def test_ctrl_c_stops_the_runs_in_flight_and_starts_no_other(
