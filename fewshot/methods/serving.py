@@ -34,3 +34,22 @@ class EpisodeClassifier(nn.Module):
         batch = EpisodeTensors(x[:n_support], support_labels, x[n_support:], unknown, self.way, self.shot)
         with torch.inference_mode():
             return self.method.logits(batch).float()
+
+
+class ImageModel(nn.Module):
+    """``images`` ``(N, 3, H, W)`` uint8 to ``head(backbone(images))``, normalised as in training and scoring:
+    a fine-tuned classifier's logits ``(N, classes)``, classes in the order of its run's training split, or
+    (no ``head``) a pre-trained backbone's features ``(N, 2048)``."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head if head is not None else nn.Identity()
+        self.transform = BatchTransform()
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = torch.as_tensor(images)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)}")
+        with torch.inference_mode():
+            return self.head(self.backbone(self.transform(images.to(torch.uint8)))).float()

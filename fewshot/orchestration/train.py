@@ -29,11 +29,13 @@ from torch import nn
 from fewshot.atomic import link_atomic
 from fewshot.checkpoint import load_checkpoint, save_checkpoint
 from fewshot.config.loading import config_dict, validate_config
-from fewshot.config.schema import TRAINED_CONFIGS, ExperimentConfig, TrainedConfig
+from fewshot.config.schema import TRAINED_CONFIGS, ExperimentConfig, PretrainConfig, TrainedConfig
 from fewshot.data.cache import ImageBank, load_bank
 from fewshot.errors import ConfigError
 from fewshot.methods.build import load_method
-from fewshot.methods.serving import EpisodeClassifier
+from fewshot.methods.classifier import Classifier
+from fewshot.methods.serving import EpisodeClassifier, ImageModel
+from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker, system_metrics
@@ -248,18 +250,33 @@ def _log_final(
             slim = Path(folder) / result.fit.best_checkpoint.name
             save_checkpoint(slim, {k: v for k, v in state.items() if k not in ("optimizers", "schedules", "scaler")})
             tracker.log_artifact(run_id, slim)
-        if outcome is not None and isinstance(config, ExperimentConfig):
+        if outcome is not None:
             try:
-                _log_model(tracker, run_id, result.fit.best_checkpoint, dict(outcome.inputs)["report"])
+                _log_model(tracker, run_id, config, result.fit.best_checkpoint, run_dir, dict(outcome.inputs)["report"])
             except Exception as err:  # lineage, not the result: a trained and scored run stands
                 log.warning("could not log the model of run %s: %s", run_id, err)
                 tracker.set_tags(run_id, {"model_error": f"{type(err).__name__}: {err}"[:5000]})
 
 
-def _log_model(tracker: Tracker, run_id: str, checkpoint: Path, report: ImageBank) -> None:
-    """The best checkpoint of a few-shot run as an MLflow model (:class:`EpisodeClassifier`: one episode's
-    images in, its queries' logits out), an episode's worth of the report images as its input example."""
-    config, method = load_method(checkpoint)
-    spec = config.eval_episode
-    example = report.images[: spec.way * (spec.shot + 1)].numpy()  # support class by class, then queries
-    tracker.log_model(run_id, EpisodeClassifier(method, spec.way, spec.shot), example)
+def _log_model(
+    tracker: Tracker, run_id: str, config: TrainedConfig, checkpoint: Path, run_dir: Path, report: ImageBank
+) -> None:
+    """The run's best model as an MLflow model, uint8 images in (a slice of the report images as its input
+    example): a few-shot run's :class:`EpisodeClassifier` (one episode's images in, its queries' logits out), a
+    fine-tuning's classifier (logits) or a pre-training's backbone (features) as an :class:`ImageModel`."""
+    if isinstance(config, ExperimentConfig):
+        trained, method = load_method(checkpoint)
+        spec = trained.eval_episode
+        example = report.images[: spec.way * (spec.shot + 1)].numpy()  # support class by class, then queries
+        tracker.log_model(run_id, EpisodeClassifier(method, spec.way, spec.shot), example)
+        return
+    backbone = resnet50_backbone()
+    if isinstance(config, PretrainConfig):  # the backbone it was run for, as fine-tuning loads it
+        load_backbone(backbone, run_dir / "backbone.pt")
+        model = ImageModel(backbone)
+    else:
+        state = load_checkpoint(checkpoint)["model"]
+        classifier = Classifier(backbone, FEATURES, int(state["classifier.weight"].shape[0]))
+        classifier.load_state_dict(state)
+        model = ImageModel(classifier.backbone, classifier.classifier)
+    tracker.log_model(run_id, model, report.images[:4].numpy())

@@ -18,6 +18,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from fewshot.atomic import fresh_folder, write_text_atomic
 from fewshot.errors import FewshotError
@@ -162,6 +163,7 @@ def _curves(tracker: Tracker, runs: pd.DataFrame, by: str, title: str, path: Pat
     if not drawn:
         plt.close(fig)
         return None
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("selection accuracy (%)")
     ax.set_title(f"{title}: validation by epoch", fontsize=9)

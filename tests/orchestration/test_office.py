@@ -51,6 +51,8 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     assert table["paired"].iloc[0] == "reference" and table["delta"].iloc[1:].notna().all()  # vs A, image by image
     assert "| A " in done.stdout and "classifier only" in done.stdout
 
+    _models_predict_as_their_runs(client, settings["C"], runs, tiny_builtin, isolated_cache, tmp_path)
+
     # Again, settings D and E only, after the supervised pre-training was interrupted (its backbone not yet
     # written, its run KILLED by Ctrl-C): the finished BYOL pre-training is reused, not trained again; the
     # supervised one resumes from its last.pt in its own MLflow run, now a child of the new study.
@@ -86,3 +88,24 @@ def test_resuming_settings_that_never_ran_is_a_one_line_error(tiny_builtin: Path
     done = _run(["--settings", "A", "--resume", "--data-root", str(tiny_builtin), "--results", str(tmp_path), *TINY])
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: no settings-A to resume in sqlite:///")
+
+
+def _models_predict_as_their_runs(client, setting, runs, data: Path, cache: Path, tmp_path: Path) -> None:
+    """A setting's logged model gives its run's predictions.csv; a pre-training's gives 2048-d features."""
+    import mlflow
+    import torch
+
+    from fewshot.data.cache import load_bank
+    from fewshot.data.tables import OFFICE_DIRS, open_split
+    from fewshot.tracking.runs import using_tracking_uri
+
+    val = load_bank(open_split(data, "val", OFFICE_DIRS), 16, resize=True, cache_dir=cache / "banks")
+    train_classes = list(dict.fromkeys(pd.read_csv(data / "office" / "train.csv")["label"]))  # first appearance
+    pretraining = next(r for r in runs if r.data.tags.get("stage") == "pretrain")
+    with using_tracking_uri(client.tracking_uri):
+        classifier = mlflow.pytorch.load_model(f"models:/{setting.data.tags['model_id']}")
+        backbone = mlflow.pytorch.load_model(f"models:/{pretraining.data.tags['model_id']}")
+    predicted = [train_classes[i] for i in classifier(val.images).argmax(1).tolist()]
+    written = pd.read_csv(client.download_artifacts(setting.info.run_id, "predictions.csv", str(tmp_path)))
+    assert predicted == written["label"].tolist()
+    assert backbone(val.images[:3]).shape == torch.Size([3, 2048])
