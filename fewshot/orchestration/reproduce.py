@@ -47,8 +47,9 @@ from fewshot.orchestration.sweep import (
     train_runs,
 )
 from fewshot.orchestration.transfer import FINETUNING, PRETRAINING, SETTINGS, OfficeStudy
-from fewshot.tracking.report import CONFIG_HASH_TAG, REPORT_EXPERIMENT, build_report
+from fewshot.tracking.report import CONFIG_HASH_TAG, REPORT_EXPERIMENT, build_report, finished_run
 from fewshot.tracking.runs import Tracker, source_tags
+from fewshot.tracking.tables import register_best_of
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ def reproduce(plan: Plan, tracker: Tracker, results: Path, sizing: Sizing, comma
         if runs:
             banks = _decode(plan, runs)
             train_runs(runs, Launch(tracker, results, sizing, banks))
+        _register(plan, tracker, parent)
         described = plan.describe() | {"produced": _produced(command)}
         report = build_report(tracker, described, folder / f"report-{time.strftime('%Y%m%d-%H%M%S')}")
         for path in sorted(report.parent.rglob("*")):
@@ -267,6 +269,20 @@ def reproduce(plan: Plan, tracker: Tracker, results: Path, sizing: Sizing, comma
                 tracker.log_artifact(parent, path, None if sub == Path() else str(sub))
         tracker.set_tags(parent, {"report_dir": report.parent, "runs": len(plan.runs)})
         return report
+
+
+def _register(plan: Plan, tracker: Tracker, parent: str) -> None:
+    """The best model of each few-shot table (by selection score) as a new version of ``fewshot-<study>``. Not
+    settings A–E: Office-Home has no split apart from the one its scores report on, so no run can be chosen."""
+    for table in plan.tables:
+        if table["study"] == "settings":
+            continue
+        keys = [key for row in table["rows"] for key in row["keys"]]
+        runs = [run for run in (finished_run(tracker, plan.experiment, key) for key in keys) if run is not None]
+        registered = register_best_of(tracker, runs, table["study"])
+        if registered is not None:
+            name, version, run_id = registered
+            tracker.set_tags(parent, {f"registered.{table['study']}": f"{name}/{version} (run {run_id})"})
 
 
 def _run(plan: Plan, key: str, state: Survey, results: Path) -> Run:

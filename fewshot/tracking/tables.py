@@ -17,7 +17,7 @@ import pandas as pd
 from fewshot.atomic import write_text_atomic
 from fewshot.data.predictions import SCORES_FILE, Score, paired_difference, read_scores
 from fewshot.errors import DataError
-from fewshot.tracking.runs import Tracker
+from fewshot.tracking.runs import RunRecord, Tracker
 from fewshot.viz.plots import comparison_bars
 
 # A run's final score, on the episodes (or images) its protocol reports on, never those that chose its checkpoint
@@ -152,13 +152,23 @@ def publish(
 
 
 def register_best(tracker: Tracker, parent: str, study: str) -> tuple[str, int] | None:
-    """Register the model of ``parent``'s best finished child run as a new version of ``fewshot-<study>`` in
-    the Model Registry — best by its selection score, never by the score it reports — and tag the parent with
-    it; returns ``(name, version)``, or None when no child logged a model."""
-    runs = [run for run in tracker.children(parent) if run.status == "FINISHED" and SELECT_METRIC in run.metrics]
-    for run in sorted(runs, key=lambda run: run.metrics[SELECT_METRIC], reverse=True):
+    """Register the model of ``parent``'s best finished child run (:func:`register_best_of`) and tag the parent
+    with it; returns ``(name, version)``, or None when no child logged a model."""
+    registered = register_best_of(tracker, tracker.children(parent), study)
+    if registered is not None:
+        name, version, run_id = registered
+        tracker.set_tags(parent, {"registered_model": f"{name}/{version}", "best_run_id": run_id})
+        return name, version
+    return None
+
+
+def register_best_of(tracker: Tracker, runs: Sequence[RunRecord], study: str) -> tuple[str, int, str] | None:
+    """Register the model of the best of ``runs`` (finished) as a new version of ``fewshot-<study>`` in the
+    Model Registry — best by its selection score, never by the score it reports; returns the name, version and
+    run id, or None when no run logged a model."""
+    done = [run for run in runs if run.status == "FINISHED" and SELECT_METRIC in run.metrics]
+    for run in sorted(done, key=lambda run: run.metrics[SELECT_METRIC], reverse=True):
         version = tracker.register_model(run.run_id, f"fewshot-{study}")
         if version is not None:
-            tracker.set_tags(parent, {"registered_model": f"fewshot-{study}/{version}", "best_run_id": run.run_id})
-            return f"fewshot-{study}", version
+            return f"fewshot-{study}", version, run.run_id
     return None

@@ -152,6 +152,10 @@ def test_reproduce_killed_then_run_again_trains_nothing_twice_and_reports(
     assert "figures/distance.png" in text and (report.parent / "figures" / "distance-curves.png").is_file()
     parent = tracker.latest(REPORT_EXPERIMENT, "profile", "tiny")
     assert parent is not None and parent.status == "FINISHED"
+    distance_runs = [by_key[keys[0]][0] for keys in _rows(plan, "distance").values()]
+    best = max(distance_runs, key=lambda run: run.metrics["select_acc"])  # chosen on selection, not report
+    assert parent.tags["registered.distance"] == f"fewshot-distance/1 (run {best.run_id})"
+    assert "registered.settings" not in parent.tags  # Office-Home has no split to choose a run on
     logged = {entry.path for entry in tracker._client.list_artifacts(parent.run_id)}
     assert {"report.md", "plan.json", "distance.csv", "figures"} <= logged
 
