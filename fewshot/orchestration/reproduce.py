@@ -46,7 +46,7 @@ from fewshot.orchestration.sweep import (
     slug,
     train_runs,
 )
-from fewshot.orchestration.transfer import FINETUNING, PRETRAINING, SETTINGS, OfficeStudy
+from fewshot.orchestration.transfer import FINETUNING, PRETRAINING, SETTINGS, check_office
 from fewshot.tracking.report import CONFIG_HASH_TAG, REPORT_EXPERIMENT, build_report, finished_run
 from fewshot.tracking.runs import Tracker, source_tags
 from fewshot.tracking.tables import register_best_of
@@ -124,13 +124,14 @@ def make_plan(
         raise ConfigError(f"--only {','.join(unknown)}: unknown study (studies: {', '.join(STUDIES)})")
     studies = profile.studies
     chosen = {s for s in STUDIES if getattr(studies, s.replace("-", "_")) not in (None, False)}
-    chosen &= set(only) if only else chosen
+    if only:
+        chosen &= set(only)
     root = [f"data.root={data_root}"] if data_root else []
     seeds = seeds or profile.seeds
     plan = Plan(name)
     base = _load(ExperimentConfig, [*profile.fewshot, *root], name, "fewshot")
     chance = round(100 / base.eval_episode.way, 2)
-    for study, (make, kind, _) in FEWSHOT_STUDIES.items():
+    for study, (make, kind) in FEWSHOT_STUDIES.items():
         if study in chosen:
             values = [kind(v) for v in getattr(studies, study.replace("-", "_"))]
             sweep = make(base, values).seeded(seeds)
@@ -306,8 +307,8 @@ def _decode(plan: Plan, runs: Sequence[Run]) -> SharedBanks:
         decode_splits(episodic.data, episodic.train_episode)
     for data in dict.fromkeys(c.data for c in pretrain):
         decode_splits(data)
-    for tuning in {c.data: c for c in finetune}.values():  # Office-Home's class and split checks, and its decode
-        OfficeStudy(tuning, PretrainConfig(), PretrainConfig(), settings="A")
+    for tuning in {c.data: c for c in finetune}.values():
+        check_office(tuning)
     connect_ray()
     banks = share_all([*(c.data for c in fewshot), *(c.data for c in pretrain)], FEWSHOT_DIRS)
     if finetune:

@@ -102,10 +102,10 @@ def method_sweep(base: ExperimentConfig, values: Sequence[str] = METHODS) -> Swe
 
 
 # Each few-shot study by the name ``jobs/reproduce.py`` and its profiles give it, with its values' type.
-FEWSHOT_STUDIES: dict[str, tuple[Callable[..., Sweep], type, tuple]] = {
-    "distance": (distance_sweep, str, DISTANCES),
-    "shots": (shot_sweep, int, SHOTS),
-    "train-way": (way_sweep, int, WAYS),
-    "m": (m_sweep, int, MS),
-    "methods": (method_sweep, str, METHODS),
+FEWSHOT_STUDIES: dict[str, tuple[Callable[..., Sweep], type]] = {
+    "distance": (distance_sweep, str),
+    "shots": (shot_sweep, int),
+    "train-way": (way_sweep, int),
+    "m": (m_sweep, int),
+    "methods": (method_sweep, str),
 }

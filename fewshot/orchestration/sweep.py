@@ -269,7 +269,7 @@ def train_runs(runs: Sequence[Run], launch: Launch, trainer: Trainer = run_train
     if len(runs) > 1:
         log.info("%d runs, %d at a time, each worker %s", len(runs), plan.concurrent, plan.resources_per_worker)
     waiting, flying = list(enumerate(runs)), dict[ray.ObjectRef, tuple[int, str, float]]()
-    finished, failed, took = [False] * len(runs), set[Path](), list[float]()
+    finished, failed = [False] * len(runs), set[Path]()
     progress = _Progress(len(runs), plan.concurrent)
     try:
         while waiting or flying:
@@ -281,7 +281,7 @@ def train_runs(runs: Sequence[Run], launch: Launch, trainer: Trainer = run_train
                     waiting.remove((index, run))
                     failed.add(run.run_dir)
                     _skip(run, launch, [need for need in run.needs if need in failed])
-                    progress.ended(run.variant.name, "not started: a run it needs failed", len(waiting), flying)
+                    progress.ended(run.variant.name, "not started: a run it needs failed", len(waiting) + len(flying))
                 elif not pending.intersection(run.needs):
                     waiting.remove((index, run))
                     run_id = _open_run(run, launch)
@@ -294,9 +294,8 @@ def train_runs(runs: Sequence[Run], launch: Launch, trainer: Trainer = run_train
                 finished[index] = _close_run(ref, run_id, runs[index].variant.name, launch.tracker)
                 if not finished[index]:
                     failed.add(runs[index].run_dir)
-                took.append(time.monotonic() - began)
-                outcome = f"finished in {_minutes(took[-1])}" if finished[index] else "failed"
-                progress.ended(runs[index].variant.name, outcome, len(waiting), flying, took)
+                outcome = "finished" if finished[index] else "failed"
+                progress.ended(runs[index].variant.name, outcome, len(waiting) + len(flying), time.monotonic() - began)
     except BaseException as err:
         for ref, (_, run_id, _) in flying.items():
             ray.cancel(ref, force=True)  # its process ends, and the Ray Train run it drives with it
@@ -312,13 +311,17 @@ class _Progress:
     total: int
     concurrent: int
     done: int = 0
+    took: list[float] = field(default_factory=list)  # seconds, of each run that trained
 
-    def ended(self, name: str, outcome: str, waiting: int, flying: dict, took: Sequence[float] = ()) -> None:
+    def ended(self, name: str, outcome: str, left: int, seconds: float | None = None) -> None:
+        """``name`` ended (after ``seconds`` of training, if it trained), ``left`` runs still to end."""
         self.done += 1
+        if seconds is not None:
+            self.took.append(seconds)
+            outcome += f" in {_minutes(seconds)}"
         eta = ""
-        if took and (waiting or flying):  # the runs left, as many at a time as fit, at the mean run's time
-            left = (waiting + len(flying)) * sum(took) / len(took) / min(self.concurrent, waiting + len(flying))
-            eta = f"; about {_minutes(left)} left"
+        if self.took and left:  # the runs left, as many at a time as fit, at the mean run's time
+            eta = f"; about {_minutes(left * sum(self.took) / len(self.took) / min(self.concurrent, left))} left"
         log.info("[%d/%d] %s %s%s", self.done, self.total, name, outcome, eta)
 
 

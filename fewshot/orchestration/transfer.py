@@ -99,6 +99,14 @@ def _interrupted_run(tracker: Tracker, run_dir: Path) -> str | None:
     return run_id if tracker.exists(run_id) else None
 
 
+def check_office(finetune: FinetuneConfig) -> None:
+    """Check the Office-Home splits a fine-tuning reads (files, labels the training split knows) and decode them
+    into the cache: a mistake or a corrupt image is one line before Ray starts."""
+    train, val = check_splits(finetune.data, dirs=OFFICE_DIRS, test=False)
+    class_targets(val, train.classes)
+    decode_splits(finetune.data, dirs=OFFICE_DIRS, test=False)
+
+
 @dataclass(frozen=True)
 class OfficeStudy:
     """Settings to run, the fine-tuning config they share, and for each kind of pre-trained backbone either a
@@ -115,12 +123,10 @@ class OfficeStudy:
             raise FewshotError(f"settings {self.settings!r}: choose from {''.join(SETTINGS)} (e.g. ABCDE or BD)")
         # Data and checkpoint mistakes fail here, before any training; the cheap checks first, then every split
         # is decoded into the cache, so a corrupt image is one line before Ray starts.
-        train, val = check_splits(self.finetune.data, dirs=OFFICE_DIRS, test=False)
-        class_targets(val, train.classes)
         sources = [getattr(self, kind) for kind in self.needed()]
         for path in (source for source in sources if isinstance(source, Path)):
             load_backbone(resnet50_backbone(), path)
-        decode_splits(self.finetune.data, dirs=OFFICE_DIRS, test=False)
+        check_office(self.finetune)
         for data in {source.data for source in sources if isinstance(source, PretrainConfig)}:
             decode_splits(data)
 

@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from fewshot.atomic import fresh_folder, write_text_atomic
 from fewshot.errors import FewshotError
 from fewshot.tracking.runs import RunRecord, Tracker
-from fewshot.tracking.tables import PROTOCOL_DETAIL, compare, run_scores
+from fewshot.tracking.tables import compare, run_scores, runs_frame
 from fewshot.viz.plots import comparison_bars, save_figure
 
 CONFIG_HASH_TAG = "config_hash"  # on every run of a reproduce plan: the hash of its resolved config
@@ -90,25 +90,16 @@ def _header(plan: Mapping[str, Any]) -> str:
 
 
 def _runs_frame(tracker: Tracker, experiment: str, table: Mapping[str, Any]) -> pd.DataFrame:
-    by, rows = table["by"], []
-    for row in table["rows"]:
-        for key in row["keys"]:
-            run = finished_run(tracker, experiment, key)
-            if run is None:
-                continue
-            described = {tag: run.tags.get(tag) for tag in table.get("describe", ())}
-            protocol = run.tags.get(PROTOCOL_DETAIL)
-            rows.append(
-                {
-                    "run_id": run.run_id,
-                    "status": run.status,
-                    by: row["value"],
-                    **described,
-                    PROTOCOL_DETAIL: protocol,
-                    **run.metrics,
-                }
-            )
-    return pd.DataFrame(rows)
+    """The finished runs of ``table``'s rows, each with its row's value as the ``by`` column."""
+    found = [
+        (row["value"], run)
+        for row in table["rows"]
+        for run in (finished_run(tracker, experiment, key) for key in row["keys"])
+        if run is not None
+    ]
+    frame = runs_frame(run for _, run in found)
+    frame[table["by"]] = [value for value, _ in found]  # the plan's value (typed), not the tag's text
+    return frame
 
 
 def _section(tracker: Tracker, experiment: str, spec: Mapping[str, Any], work: Path) -> str:

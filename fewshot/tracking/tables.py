@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +43,14 @@ class Comparison:
 
 
 def gather_runs(tracker: Tracker, parent: str) -> pd.DataFrame:
-    """One row per child run of ``parent``: its name, status, tags (``distance``, ``seed``...) and metrics."""
+    """:func:`runs_frame` of the child runs of ``parent``."""
+    return runs_frame(tracker.children(parent))
+
+
+def runs_frame(runs: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per run: its id, name, status, tags (``distance``, ``seed``...) and metrics."""
     rows = []
-    for run in tracker.children(parent):
+    for run in runs:
         tags = {k: v for k, v in run.tags.items() if not k.startswith("mlflow.")}
         rows.append({"run_id": run.run_id, "run_name": run.name, "status": run.status, **tags, **run.metrics})
     return pd.DataFrame(rows)
