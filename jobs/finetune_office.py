@@ -1,4 +1,4 @@
-"""Office-Home fine-tuning of a ResNet-50 under settings A–E, one MLflow child run each, and the A–E table.
+"""Office-Home fine-tuning of a ResNet under settings A–E, one MLflow child run each, and the A–E table.
 
     python jobs/finetune_office.py                     # built-in data: pre-trains both backbones, then A–E
     python jobs/finetune_office.py --settings BD --supervised ~/resnet50_supervised.pt
@@ -33,8 +33,8 @@ from fewshot.orchestration.transfer import OfficeStudy, run_office
 def parser() -> argparse.ArgumentParser:
     parser = transfer_parser(__doc__.splitlines()[0])
     parser.add_argument("--settings", default="ABCDE", help="which settings to run, e.g. ABCDE (default) or BD")
-    parser.add_argument("--supervised", type=Path, help="supervised backbone for B and D: a torchvision ResNet-50 "
-                        "state dict (default: pre-train one)")  # fmt: skip
+    parser.add_argument("--supervised", type=Path, help="supervised backbone for B and D: a torchvision ResNet "
+                        "state dict of the arch fine-tuned (default: pre-train one)")  # fmt: skip
     parser.add_argument("--ssl", type=Path, help="self-supervised backbone for C and E (default: BYOL pre-training)")
     parser.add_argument("--pretrain-config", metavar="FILE", help="YAML config of the pre-trainings")
     parser.add_argument("--pretrain-epochs", type=int, help="pre-training epochs")
@@ -50,7 +50,8 @@ def main(args: argparse.Namespace) -> None:
     finetune = load_config(FinetuneConfig, args.config, [*FINETUNE_QUICK, *transfer_flags(args), *ours])
     if args.pretrain_image_size is None:
         args.pretrain_image_size = args.image_size
-    pretrain = [*PRETRAIN_QUICK, *transfer_flags(args, "pretrain_"), *theirs]
+    # The pre-trainings build the fine-tuning's network unless pretrain.arch= says otherwise (then it is refused).
+    pretrain = [*PRETRAIN_QUICK, f"arch={finetune.arch}", *transfer_flags(args, "pretrain_"), *theirs]
 
     def backbone(path: Path | None, method: str) -> Path | PretrainConfig:
         if path is not None:

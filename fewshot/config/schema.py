@@ -196,16 +196,19 @@ class BatchTrainConfig(LoopConfig):
 # at 32 px layer4 sees 1x1 maps and a ResNet-50 trained from scratch stayed at chance. Real runs set
 # data.image_size=84 (mini-ImageNet) / 128 (Office-Home).
 _SMALL_IMAGES = {"image_size": 64, "resize": True}
+# The torchvision ResNets a backbone may be: the course's ResNet-50, or a smaller one sized for CPUs.
+Arch = Literal["resnet18", "resnet34", "resnet50"]
 
 
 class PretrainConfig(Strict):
-    """Pre-training a ResNet-50 backbone on the few-shot train split: ``byol`` (no labels) or ``supervised``.
+    """Pre-training a ResNet backbone (``arch``) on the few-shot train split: ``byol`` (no labels) or ``supervised``.
 
     Each epoch the backbone's features are scored on fixed few-shot validation episodes (nearest prototype,
     cosine): the monitor that picks the best checkpoint, with or without labels in training.
     """
 
     method: Literal["byol", "supervised"] = "byol"
+    arch: Arch = "resnet50"
     data: DataConfig = DataConfig(**_SMALL_IMAGES)
     byol: ByolConfig = ByolConfig()
     train: BatchTrainConfig = BatchTrainConfig(optim=OptimConfig(lr=3e-4, weight_decay=1e-6))
@@ -218,12 +221,13 @@ LAYERS = ("stem", "layer1", "layer2", "layer3", "layer4", "classifier")  # what 
 
 
 class FinetuneConfig(Strict):
-    """Fine-tuning a ResNet-50 with a linear classifier on Office-Home: ``backbone`` is the pre-trained weights
+    """Fine-tuning a ResNet (``arch``) with a linear classifier on Office-Home: ``backbone`` is the pre-trained weights
     (a torchvision state dict or a pre-training run's ``backbone.pt``; none: random init); ``freeze`` trains the
     classifier only, backbone weights and BatchNorm statistics fixed. ``lr_scale`` multiplies the learning rate
     of single layers (``{stem: 0.1, layer4: 0.5}``)."""
 
     backbone: Path | None = None
+    arch: Arch = "resnet50"  # the network; a pre-trained ``backbone`` must be one
     freeze: bool = False
     lr_scale: dict[str, float] = {}
     data: DataConfig = DataConfig(**_SMALL_IMAGES)

@@ -2,7 +2,7 @@
 
 Used for supervised pre-training and for fine-tuning (Office-Home settings A–E). With ``freeze`` the backbone
 is fixed — no gradients, and its BatchNorm layers stay in eval mode so their running statistics do not move
-either — and only the classifier learns. ``lr_scale`` gives single layers of a ResNet-50 their own learning
+either — and only the classifier learns. ``lr_scale`` gives single layers of a ResNet their own learning
 rate (a multiple of the run's), e.g. a smaller one for the stem than for the classifier.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 from fewshot.data.transforms import LabelledBatch
 from fewshot.methods.base import Objective, StepOutput, TrainedModule, accuracy
 
-# ResNet-50 parameters by layer, for per-layer learning rates: the name prefix of each layer's parameters.
+# torchvision ResNet parameters by layer, for per-layer learning rates: the name prefix of each layer's parameters.
 _PREFIXES = {"stem": ("conv1.", "bn1."), **{f"layer{i}": (f"layer{i}.",) for i in range(1, 5)}}
 
 

@@ -46,7 +46,16 @@ from fewshot.orchestration.sweep import (
     slug,
     train_runs,
 )
-from fewshot.orchestration.transfer import FINETUNING, PRETRAINING, SETTINGS, check_office
+from fewshot.orchestration.transfer import (
+    FINETUNING,
+    PRETRAINING,
+    SETTINGS,
+    check_office,
+    pretrain_tags,
+    probe_title,
+    same_network,
+    settings_title,
+)
 from fewshot.tracking.report import CONFIG_HASH_TAG, REPORT_EXPERIMENT, build_report, finished_run
 from fewshot.tracking.runs import Tracker, source_tags
 from fewshot.tracking.tables import register_best_of
@@ -163,11 +172,21 @@ def _plan_settings(
     """Office-Home settings A–E: the pre-trainings they need, then a fine-tuning per setting (× seeds)."""
     finetune = _load(FinetuneConfig, [*profile.finetune, *root], name, "finetune")
     backbones: dict[str, tuple[Path | None, tuple[str, ...]]] = {"none": (None, ())}
+    probes: dict[str, list[str]] = {}
     for kind, method in (("supervised", "supervised"), ("ssl", "byol")):
         if any(SETTINGS[s][0] == kind for s in settings):
-            config = _load(PretrainConfig, [f"method={method}", *profile.pretrain, *root], name, "pretrain")
-            key = plan.add(f"pretrain-{method}", config, {"stage": "pretrain"})
+            overrides = [f"method={method}", f"arch={finetune.arch}", *profile.pretrain, *root]
+            config = _load(PretrainConfig, overrides, name, "pretrain")
+            try:
+                same_network(finetune, config)
+            except ConfigError as err:
+                raise ConfigError(f"profile {name!r}: {err}") from None
+            key = plan.add(f"pretrain-{method}", config, pretrain_tags(config))
             backbones[kind] = (run_dir(results, plan, key) / "backbone.pt", (key,))
+            probes[PRETRAINING[kind]] = [key]
+            chance, title = round(100 / config.eval_episode.way, 2), probe_title(config)
+    if probes:  # each backbone's few-shot probe beside its untrained floor
+        plan.table("probes", "pretraining", title, probes, chance=chance)
     rows: dict[str, list[str]] = {}
     for setting in settings:
         pretraining, finetuning = SETTINGS[setting]
@@ -177,9 +196,8 @@ def _plan_settings(
             config = finetune.model_copy(update={"backbone": backbone, "freeze": finetuning == "frozen", "seed": seed})
             label = f"setting {setting}" + (f"/seed{seed}" if seeds > 1 else "")
             rows.setdefault(setting, []).append(plan.add(label, config, tags, needs))
-    size = finetune.data.image_size
-    title = f"Office-Home validation accuracy by setting (ResNet-50, {size} px)"
-    plan.table("settings", "setting", title, rows, describe=["pretraining", "finetuning"], chance=None)
+    describe = ["pretraining", "finetuning"]
+    plan.table("settings", "setting", settings_title(finetune), rows, describe=describe, chance=None)
 
 
 def run_dir(results: Path, plan: Plan, key: str) -> Path:

@@ -35,7 +35,7 @@ from fewshot.errors import ConfigError
 from fewshot.methods.build import load_method
 from fewshot.methods.classifier import Classifier
 from fewshot.methods.serving import EpisodeClassifier, ImageModel
-from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.models.resnet import FEATURES, load_backbone, resnet_backbone
 from fewshot.orchestration.shared import SharedBanks
 from fewshot.runtime import ALLOCATOR_ENV
 from fewshot.tracking.runs import MlflowReporter, Tracker, system_metrics
@@ -231,8 +231,8 @@ def _log_final(
     outcome = result.outcome
     if outcome is not None:
         final |= {METRIC: outcome.score.mean, CI_METRIC: outcome.score.ci95}
-        if outcome.baseline is not None:
-            final["colour_baseline_acc"] = outcome.baseline.mean
+        for name, baseline in outcome.baselines.items():
+            final |= {f"{name}_acc": baseline.mean, f"{name}_ci95": baseline.ci95}
         tracker.log_datasets(run_id, outcome.inputs)
         if outcome.protocol is not None:
             protocol = outcome.protocol
@@ -270,13 +270,13 @@ def _log_model(
         example = report.images[: spec.way * (spec.shot + 1)].numpy()  # support class by class, then queries
         tracker.log_model(run_id, EpisodeClassifier(method, spec.way, spec.shot), example)
         return
-    backbone = resnet50_backbone()
+    backbone = resnet_backbone(config.arch)
     if isinstance(config, PretrainConfig):  # the backbone it was run for, as fine-tuning loads it
-        load_backbone(backbone, run_dir / "backbone.pt")
+        load_backbone(backbone, run_dir / "backbone.pt", config.arch)
         model = ImageModel(backbone)
     else:
         state = load_checkpoint(checkpoint)["model"]
-        classifier = Classifier(backbone, FEATURES, int(state["classifier.weight"].shape[0]))
+        classifier = Classifier(backbone, FEATURES[config.arch], int(state["classifier.weight"].shape[0]))
         classifier.load_state_dict(state)
         model = ImageModel(classifier.backbone, classifier.classifier)
     tracker.log_model(run_id, model, report.images[:4].numpy())

@@ -1,4 +1,4 @@
-"""Transfer learning as Ray jobs: pre-train a ResNet-50 backbone, fine-tune it on Office-Home, settings A–E.
+"""Transfer learning as Ray jobs: pre-train a ResNet backbone, fine-tune it on Office-Home, settings A–E.
 
 A pre-training lives in a folder named after its config (``results/pretrain/<method>-<hash>``): running the
 same config again reuses its finished ``backbone.pt``, or resumes it from ``last.pt`` if it was interrupted.
@@ -9,17 +9,20 @@ pre-trainings it needed as child runs too, and the A–E table and plot on the p
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
+
 from fewshot.config.loading import config_hash, to_yaml
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.data.splits import check_splits, decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
-from fewshot.errors import FewshotError
-from fewshot.models.resnet import load_backbone, resnet50_backbone
+from fewshot.errors import ConfigError, FewshotError
+from fewshot.models.resnet import NAMES, load_backbone, resnet_backbone
 from fewshot.orchestration.sweep import (
     AS_MANY_AS_FIT,
     RUN_ID_FILE,
@@ -34,7 +37,7 @@ from fewshot.orchestration.sweep import (
     unfinished,
 )
 from fewshot.tracking.runs import Tracker
-from fewshot.tracking.tables import Comparison, publish, sweep_table
+from fewshot.tracking.tables import Comparison, compare, publish, run_scores, runs_frame, sweep_table
 from fewshot.training.finetune import class_targets
 
 log = logging.getLogger(__name__)
@@ -52,11 +55,49 @@ FINETUNING = {"full": "full network", "frozen": "classifier only (frozen backbon
 STUDY = "office-settings"
 
 
+def same_network(finetune: FinetuneConfig, pretrain: PretrainConfig) -> None:
+    """Refuse a pre-training whose network is not the one fine-tuning builds (it could not load the weights)."""
+    if pretrain.arch != finetune.arch:
+        raise ConfigError(
+            f"the {pretrain.method} pre-training trains a {pretrain.arch} but fine-tuning builds a {finetune.arch}: "
+            "give both the same arch"
+        )
+
+
+def settings_title(finetune: FinetuneConfig) -> str:
+    """The A–E table's title: what was scored, on which network, at which image size."""
+    size = finetune.data.image_size
+    return f"Office-Home validation accuracy by setting ({NAMES[finetune.arch]}, {size} px)"
+
+
 def pretrain_dir(config: PretrainConfig, results: Path) -> Path:
     """Where a pre-training of ``config`` lives: its ``output_dir``, else a folder named by the config's hash."""
     if config.output_dir is not None:
         return Path(config.output_dir).expanduser().resolve()
     return results / "pretrain" / f"{config.method}-{config_hash(config, 10)}"
+
+
+def pretrain_tags(config: PretrainConfig) -> dict[str, str]:
+    """A pre-training's MLflow tags: its stage, and its pre-training as settings A–E name it."""
+    return {"stage": "pretrain", "pretraining": PRETRAINING["ssl" if config.method == "byol" else "supervised"]}
+
+
+def probe_title(config: PretrainConfig) -> str:
+    """The title of the table of the pre-trained backbones' probes."""
+    episode, size = config.eval_episode, config.data.image_size
+    return f"Backbone probes: {episode.way}-way {episode.shot}-shot nearest prototype ({NAMES[config.arch]}, {size} px)"
+
+
+def probe_table(tracker: Tracker, configs: Sequence[PretrainConfig], results: Path) -> pd.DataFrame:
+    """Each finished pre-training's probe (the backbone's features on few-shot episodes of unseen classes) beside
+    its untrained floor (the same network at its random init, on the same episodes), from its MLflow run."""
+    records = []
+    for config in configs:
+        id_file = pretrain_dir(config, results) / RUN_ID_FILE
+        if id_file.is_file():
+            records.append(tracker.get(id_file.read_text().strip()))
+    with tempfile.TemporaryDirectory(prefix="fewshot-scores-") as folder:
+        return compare(runs_frame(records), "pretraining", scores=run_scores(tracker, Path(folder)))
 
 
 def pretrain_backbones(
@@ -74,7 +115,7 @@ def pretrain_backbones(
         earlier = _interrupted_run(launch.tracker, run_dir)
         if earlier is not None:
             log.info("resuming the %s pre-training in %s (MLflow run %s)", config.method, run_dir, earlier)
-        variant = Variant(f"pretrain-{config.method}", config, {"stage": "pretrain"})
+        variant = Variant(f"pretrain-{config.method}", config, pretrain_tags(config))
         runs.append(Run(variant, run_dir, study, parent, resume_run=earlier))
         methods.append(config.method)
     if runs:
@@ -124,8 +165,12 @@ class OfficeStudy:
         # Data and checkpoint mistakes fail here, before any training; the cheap checks first, then every split
         # is decoded into the cache, so a corrupt image is one line before Ray starts.
         sources = [getattr(self, kind) for kind in self.needed()]
-        for path in (source for source in sources if isinstance(source, Path)):
-            load_backbone(resnet50_backbone(), path)
+        arch = self.finetune.arch
+        for source in sources:
+            if isinstance(source, Path):
+                load_backbone(resnet_backbone(arch), source, arch)
+            else:
+                same_network(self.finetune, source)
         check_office(self.finetune)
         for data in {source.data for source in sources if isinstance(source, PretrainConfig)}:
             decode_splits(data)
@@ -166,6 +211,8 @@ def run_office(
         table = sweep_table(tracker, parent, "setting", describe)
         if table.empty:
             raise FewshotError("every setting failed; see the child runs' 'error' tags")
-        size = study.finetune.data.image_size
-        title = f"Office-Home validation accuracy by setting (ResNet-50, {size} px)"
-        return publish(tracker, parent, table, "setting", title, out, describe)
+        trained = list(to_train.values())
+        probes = probe_table(tracker, trained, results) if trained else None
+        if probes is not None and not probes.empty:
+            publish(tracker, parent, probes, "pretraining", probe_title(trained[0]), out)
+        return publish(tracker, parent, table, "setting", settings_title(study.finetune), out, describe)

@@ -42,6 +42,7 @@ def recipe(config: ExperimentConfig, load: BankLoader, placement: Placement) -> 
         log.info(
             "%d %s episodes; nearest-mean-colour baseline on them: %s", len(report.episodes), report.split, baseline
         )
-        return Outcome(result.score, predictions, (scores,), baseline, data.protocol, data.inputs)
+        baselines = {"colour_baseline": baseline} if baseline is not None else {}
+        return Outcome(result.score, predictions, (scores,), baselines, data.protocol, data.inputs)
 
     return Built(method, EpisodeTask(config, data), finish)

@@ -26,7 +26,7 @@ from fewshot.data.transforms import BatchTransform
 from fewshot.errors import DataError
 from fewshot.methods.base import TrainedModule
 from fewshot.methods.classifier import Classifier
-from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.models.resnet import FEATURES, load_backbone, resnet_backbone
 from fewshot.training.loop import Placement
 from fewshot.training.recipe import Built, Outcome
 from fewshot.training.tasks import BatchPlan, LabelledBatchTask
@@ -82,10 +82,10 @@ def recipe(config: FinetuneConfig, load: BankLoader, placement: Placement) -> Bu
     val = load(val_table, data.image_size, data.resize, data.cache_dir)
     val_targets = class_targets(val_table, train.classes)
     log.info("data: %d train images, %d classes; %d val images (%s)", len(train), len(train.classes), len(val), root)
-    backbone = resnet50_backbone()
+    backbone = resnet_backbone(config.arch)
     if config.backbone is not None:
-        load_backbone(backbone, Path(config.backbone).expanduser())
-    model = Classifier(backbone, FEATURES, len(train.classes), config.freeze, config.lr_scale)
+        load_backbone(backbone, Path(config.backbone).expanduser(), config.arch)
+    model = Classifier(backbone, FEATURES[config.arch], len(train.classes), config.freeze, config.lr_scale)
     reported = f"{len(val)} {data.val_split} images ({val_table.source.name})"
     if config.train.select == "last":
         protocol = Protocol("last-epoch", "the last epoch", reported)

@@ -1,4 +1,4 @@
-"""The pre-training recipe: a ResNet-50 backbone trained on the few-shot train split, with BYOL (no labels) or
+"""The pre-training recipe: a ResNet backbone trained on the few-shot train split, with BYOL (no labels) or
 supervised.
 
 Both kinds are validated alike, without labels in the loss: each epoch the backbone embeds fixed few-shot
@@ -6,11 +6,12 @@ selection episodes of unseen classes and queries take the nearest prototype (cos
 transfer, the quantity pre-training is for. The final score uses the report episodes, as for a few-shot run
 (:func:`~fewshot.data.splits.load_fewshot_data`), and its per-episode predictions are written in the course
 format. Beside them, ``backbone.pt``: the best checkpoint's backbone as
-a torchvision ResNet-50 state dict (no ``fc``), which fine-tuning loads.
+a torchvision ResNet state dict (no ``fc``), which fine-tuning loads.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from fewshot.checkpoint import save_checkpoint
 from fewshot.config.schema import PretrainConfig
-from fewshot.data.predictions import write_predictions
+from fewshot.data.predictions import SCORES_FILE, write_predictions, write_scores
 from fewshot.data.splits import BankLoader, load_fewshot_data
 from fewshot.evaluation import evaluate
 from fewshot.methods.base import TrainedModule
@@ -26,10 +27,12 @@ from fewshot.methods.byol import BYOL
 from fewshot.methods.classifier import Classifier
 from fewshot.methods.protonet import ProtoNet
 from fewshot.models.distances import Cosine
-from fewshot.models.resnet import FEATURES, resnet50_backbone
+from fewshot.models.resnet import FEATURES, resnet_backbone
 from fewshot.training.loop import Placement, Task
 from fewshot.training.recipe import Built, Outcome
 from fewshot.training.tasks import BatchPlan, LabelledBatchTask, ViewBatchTask, episode_metrics
+
+log = logging.getLogger(__name__)
 
 
 def feature_probe(backbone: nn.Module, device: torch.device) -> ProtoNet:
@@ -49,10 +52,10 @@ def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Bu
     task: Task
     if config.method == "byol":
         byol = config.byol
-        model = BYOL(resnet50_backbone(), FEATURES, byol.hidden, byol.projection, byol.tau_base)
+        model = BYOL(initial_backbone(config), FEATURES[config.arch], byol.hidden, byol.projection, byol.tau_base)
         task = ViewBatchTask(data.train, byol, plan)
     else:
-        model = Classifier(resnet50_backbone(), FEATURES, len(data.train.classes))
+        model = Classifier(initial_backbone(config), FEATURES[config.arch], len(data.train.classes))
         task = LabelledBatchTask(data.train, data.train.labels, plan)
 
     def finish(run_dir: Path, device: torch.device) -> Outcome:
@@ -60,12 +63,25 @@ def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Bu
         save_checkpoint(backbone, {k: v.cpu() for k, v in model.backbone.state_dict().items()})
         report = data.report
         result = evaluate(feature_probe(model.backbone, device), report.bank, report.episodes, device)
-        assert result.score is not None, "report episodes carry their answers"
-        predictions = run_dir / "predictions.csv"
+        before = feature_probe(initial_backbone(config).to(device), device)
+        untrained = evaluate(before, report.bank, report.episodes, device)
+        assert result.score is not None and untrained.score is not None, "report episodes carry their answers"
+        predictions, scores = run_dir / "predictions.csv", run_dir / SCORES_FILE
         write_predictions(predictions, report.testcase.episode_ids, result.predictions)
-        return Outcome(result.score, predictions, files=(backbone,), protocol=data.protocol, inputs=data.inputs)
+        write_scores(scores, report.testcase.episode_ids, result.score)
+        log.info("the backbone before pre-training, probed on the same episodes: %s", untrained.score)
+        baselines = {"random_backbone": untrained.score}
+        return Outcome(result.score, predictions, (scores, backbone), baselines, data.protocol, data.inputs)
 
     return Built(model, task, finish)
+
+
+def initial_backbone(config: PretrainConfig) -> nn.Module:
+    """The backbone a pre-training of ``config`` starts from (its seed's random init): the floor its probe
+    is read against. The global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return resnet_backbone(config.arch)
 
 
 def _backbone(model: TrainedModule) -> nn.Module:

@@ -4,7 +4,7 @@ task it trains on, and says how to score the best checkpoint and what to write b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +27,9 @@ class Outcome:
     score: Score
     predictions: Path  # the course's (or Office-Home's) predictions CSV
     files: tuple[Path, ...] = ()  # other outputs worth keeping with the run (per-item scores, a backbone)
-    baseline: Score | None = None  # a training-free floor on the same episodes (few-shot: nearest mean colour)
+    # Training-free floors on the same episodes, by name, logged as ``<name>_acc``: a few-shot run's nearest mean
+    # colour (``colour_baseline``), a pre-training's backbone before training (``random_backbone``).
+    baselines: dict[str, Score] = field(default_factory=dict)
     protocol: Protocol | None = None  # what chose the checkpoint and what the score is on
     inputs: tuple[tuple[str, ImageBank], ...] = ()  # the decoded splits used, by role: train, selection, report
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet50
+from torchvision.models import resnet18, resnet50
 
 from fewshot.checkpoint import CheckpointError
 from fewshot.methods.byol import BYOL, regression_loss, target_tau
-from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.models.resnet import FEATURES, load_backbone, resnet_backbone
 
 
 def _byol() -> BYOL:
@@ -66,8 +66,8 @@ def test_tau_rises_from_its_base_to_one_on_a_cosine() -> None:
 
 def test_resnet50_backbone_gives_2048_features_and_loads_a_torchvision_state_dict(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    backbone = resnet50_backbone().eval()
-    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, FEATURES)
+    backbone = resnet_backbone().eval()
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, FEATURES["resnet50"]) == (2, 2048)
     torch.manual_seed(1)
     supervised = resnet50(weights=None)
     torch.save(supervised.state_dict(), tmp_path / "supervised.pt")  # a full state dict, classifier included
@@ -76,3 +76,15 @@ def test_resnet50_backbone_gives_2048_features_and_loads_a_torchvision_state_dic
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other\.pt is not a ResNet-50 state dict"):
         load_backbone(backbone, tmp_path / "other.pt")
+
+
+def test_a_resnet18_backbone_loads_its_own_weights_and_refuses_a_resnet50s(tmp_path: Path) -> None:
+    """The CPU-sized option: 512-d features; ResNet-50 weights (same layer names, other shapes) are one error
+    naming the file and the network, not a half-loaded model."""
+    backbone = resnet_backbone("resnet18").eval()
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, FEATURES["resnet18"]) == (2, 512)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
+    load_backbone(backbone, tmp_path / "r18.pt", "resnet18")
+    torch.save(resnet50(weights=None).state_dict(), tmp_path / "r50.pt")
+    with pytest.raises(CheckpointError, match=r"r50\.pt is not a ResNet-18 state dict \(set arch="):
+        load_backbone(backbone, tmp_path / "r50.pt", "resnet18")

@@ -50,6 +50,14 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     assert table["pretraining"].tolist()[:3] == ["none (random init)", "supervised", "BYOL (no labels)"]
     assert table["paired"].iloc[0] == "reference" and table["delta"].iloc[1:].notna().all()  # vs A, image by image
     assert "| A " in done.stdout and "classifier only" in done.stdout
+    assert "ResNet-18, 16 px" in done.stdout  # the CPU setting's network, named in the title
+    # Each pre-trained backbone's probe beside its untrained floor: both pre-trainings start from the same
+    # seed's init of the same network, so their floors are one measurement and must agree to the digit.
+    probes = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison-pretraining.csv", str(tmp_path)))
+    assert set(probes["pretraining"]) == {"supervised", "BYOL (no labels)"}
+    assert probes["untrained"].nunique() == 1 and probes["untrained"].iloc[0].split(" ± ")[0] != "nan"
+    floors = {r.data.metrics["random_backbone_acc"] for r in children if r.data.tags.get("stage") == "pretrain"}
+    assert len(floors) == 1
 
     _models_predict_as_their_runs(client, settings["C"], runs, tiny_builtin, isolated_cache, tmp_path)
 
@@ -91,7 +99,8 @@ def test_resuming_settings_that_never_ran_is_a_one_line_error(tiny_builtin: Path
 
 
 def _models_predict_as_their_runs(client, setting, runs, data: Path, cache: Path, tmp_path: Path) -> None:
-    """A setting's logged model gives its run's predictions.csv; a pre-training's gives 2048-d features."""
+    """A setting's logged model gives its run's predictions.csv; a pre-training's gives the features of its
+    network (the CPU setting's ResNet-18: 512-d)."""
     import mlflow
     import torch
 
@@ -108,4 +117,4 @@ def _models_predict_as_their_runs(client, setting, runs, data: Path, cache: Path
     predicted = [train_classes[i] for i in classifier(val.images).argmax(1).tolist()]
     written = pd.read_csv(client.download_artifacts(setting.info.run_id, "predictions.csv", str(tmp_path)))
     assert predicted == written["label"].tolist()
-    assert backbone(val.images[:3]).shape == torch.Size([3, 2048])
+    assert backbone(val.images[:3]).shape == torch.Size([3, 512])

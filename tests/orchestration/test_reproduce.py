@@ -33,7 +33,7 @@ def test_a_run_two_studies_share_is_planned_once(tmp_path: Path) -> None:
     euclidean = distance["euclidean"]
     assert shots["1"] == ways["5"] == methods["protonet"] == euclidean  # 5-way 1-shot Euclidean ProtoNet: one run
     assert m["10"] == methods["hallucination"]  # M=10 is the method comparison's hallucination
-    assert len(plan.runs) == 20 and len({k for t in plan.tables for r in t["rows"] for k in r["keys"]}) == 18
+    assert len(plan.runs) == 20 and len({k for t in plan.tables for r in t["rows"] for k in r["keys"]}) == 20
     assert set(plan.tsne) == {methods["hallucination"][0], methods["afhn"][0]}
     settings = _rows(plan, "settings")
     a, b, c = (plan.runs[settings[s][0]] for s in "ABC")
@@ -42,6 +42,9 @@ def test_a_run_two_studies_share_is_planned_once(tmp_path: Path) -> None:
     assert b.config.backbone == run_dir(tmp_path, plan, supervised) / "backbone.pt"
     assert plan.runs[supervised].config.method == "supervised" and plan.runs[c.needs[0]].config.method == "byol"
     assert plan.runs[settings["D"][0]].needs == b.needs and plan.runs[settings["D"][0]].config.freeze
+    # The CPU setting: the pre-trainings build the fine-tunings' ResNet-18, and their probes make a table.
+    assert {plan.runs[key].config.arch for key in (supervised, c.needs[0], settings["A"][0])} == {"resnet18"}
+    assert _rows(plan, "probes") == {"supervised": [supervised], "BYOL (no labels)": list(c.needs)}
 
 
 def test_seeds_and_only_choose_the_runs(tmp_path: Path) -> None:
@@ -65,6 +68,11 @@ def test_seeds_and_only_choose_the_runs(tmp_path: Path) -> None:
         ("studies: {distance: [cosine]}\nfewshot: [train.epochz=3]", (), "fewshot: unknown key 'train.epochz'"),
         ("studies: {distance: [cosine]}", ("distances",), "--only distances: unknown study"),
         ("studies: {}", (), "no study to run"),
+        (  # a pre-training of another network than the fine-tunings could not be loaded by them
+            "studies: {settings: B}\npretrain: [arch=resnet50]\nfinetune: [arch=resnet18]",
+            (),
+            "the supervised pre-training trains a resnet50 but fine-tuning builds a resnet18",
+        ),
     ],
 )
 def test_profile_mistakes_are_one_line(tmp_path: Path, text: str, only: tuple[str, ...], message: str) -> None:

@@ -13,10 +13,17 @@ from torchvision.models import resnet50
 from fewshot.checkpoint import load_checkpoint, read_weights
 from fewshot.config.loading import load_config
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
+from fewshot.data.cache import load_bank
+from fewshot.data.predictions import read_scores
+from fewshot.data.splits import load_fewshot_data
 from fewshot.errors import ConfigError
+from fewshot.evaluation import evaluate
 from fewshot.methods.classifier import Classifier
-from fewshot.models.resnet import FEATURES, load_backbone, resnet50_backbone
+from fewshot.models.resnet import FEATURES, load_backbone, resnet_backbone
+from fewshot.training import pretrain
+from fewshot.training.loop import Placement
 from fewshot.training.optim import build_optimizer
+from fewshot.training.pretrain import initial_backbone
 from fewshot.training.run import run
 from fewshot.training.tasks import BatchOrder
 from tests.conftest import StopAfter
@@ -86,7 +93,8 @@ def test_full_finetuning_changes_the_backbone_and_writes_office_predictions(
 
 
 def test_per_layer_learning_rates_give_layers_their_own_parameter_groups() -> None:
-    model = Classifier(resnet50_backbone(), FEATURES, 5, lr_scale={"stem": 0.1, "layer4": 0.5, "classifier": 2.0})
+    scales = {"stem": 0.1, "layer4": 0.5, "classifier": 2.0}
+    model = Classifier(resnet_backbone(), FEATURES["resnet50"], 5, lr_scale=scales)
     (objective,) = model.objectives()
     optimizer = build_optimizer(objective.params, FinetuneConfig().train.optim, objective.lr_scales)
     counts = {round(g["lr"] / 3e-4, 6): len(g["params"]) for g in optimizer.param_groups}
@@ -123,17 +131,43 @@ def test_batch_order_splits_each_epoch_between_ranks_without_overlap() -> None:
 @pytest.mark.parametrize("method", ["byol", "supervised"])
 def test_pretraining_writes_a_backbone_that_finetuning_loads(tiny_builtin: Path, tmp_path: Path, method: str) -> None:
     result = run(_pretrain_config(tiny_builtin, method), tmp_path)
-    (backbone,) = result.outcome.files
-    assert backbone == tmp_path / "backbone.pt"
-    load_backbone(resnet50_backbone(), backbone)  # a plain torchvision ResNet-50 state dict, no fc
+    scores, backbone = result.outcome.files
+    assert (scores, backbone) == (tmp_path / "scores.csv", tmp_path / "backbone.pt")
+    load_backbone(resnet_backbone(), backbone)  # a plain torchvision ResNet-50 state dict, no fc
     assert "val_acc" in result.fit.history[-1] and result.score is not None
     # the probe that chose the epoch ran on val episodes; the score is on the test split's
     assert result.outcome.protocol.name == "test-split"
     assert pd.read_csv(tmp_path / "predictions.csv").shape[0] == 10  # data.n_val_episodes test episodes
+    assert read_scores(scores).mean() * 100 == pytest.approx(result.score.mean)  # per-episode, for pairing
     if method == "byol":
         state = load_checkpoint(tmp_path / "last.pt")["model"]
         online, target = state["backbone.conv1.weight"], state["target_backbone.conv1.weight"]
         assert not torch.equal(online, target)  # the EMA target lags the online net
+
+
+def test_a_pretraining_probes_its_untrained_backbone_on_the_same_episodes(tiny_builtin: Path, tmp_path: Path) -> None:
+    """The floor a probe is read against: the seed's random init (the very weights training starts from, a
+    ResNet-18 here), probed on the report episodes; the global random state is left alone."""
+    config = load_config(PretrainConfig, None, [*_overrides(tiny_builtin, "supervised"), "arch=resnet18", "seed=3"])
+    built = pretrain.recipe(config, load_bank, Placement())
+    start = initial_backbone(config).state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in built.model.backbone.state_dict().items())
+    other = initial_backbone(config.model_copy(update={"seed": 4})).state_dict()
+    assert not torch.equal(start["conv1.weight"], other["conv1.weight"])
+    torch.manual_seed(0)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(0)
+    initial_backbone(config)
+    assert torch.equal(torch.rand(3), expected_draw)  # building it left the global generator where it was
+
+    result = run(config, tmp_path)
+    floor = result.outcome.baselines["random_backbone"]
+    data = load_fewshot_data(config.data, config.eval_episode, config.eval_episode, n_select=5)
+    probe = pretrain.feature_probe(resnet_backbone("resnet18").eval(), torch.device("cpu"))
+    probe.encoder.load_state_dict(start)
+    expected = evaluate(probe, data.report.bank, data.report.episodes, torch.device("cpu")).score
+    assert floor.mean == pytest.approx(expected.mean) and floor.ci95 == pytest.approx(expected.ci95)
+    assert len(data.report.episodes) == 10
 
 
 def test_an_interrupted_byol_run_resumes_to_the_same_weights(tiny_builtin: Path, tmp_path: Path) -> None:
