@@ -24,7 +24,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fewshot.cli import FINETUNE_QUICK, PRETRAIN_QUICK, run_job, sizing, stores, transfer_flags, transfer_parser
+from fewshot.cli import (
+    FINETUNE_QUICK,
+    PRETRAIN_QUICK,
+    QUICK_BY_METHOD,
+    run_job,
+    sizing,
+    stores,
+    transfer_flags,
+    transfer_parser,
+)
 from fewshot.config.loading import load_config
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.orchestration.transfer import OfficeStudy, run_office
@@ -51,12 +60,13 @@ def main(args: argparse.Namespace) -> None:
     if args.pretrain_image_size is None:
         args.pretrain_image_size = args.image_size
     # The pre-trainings build the fine-tuning's network unless pretrain.arch= says otherwise (then it is refused).
-    pretrain = [*PRETRAIN_QUICK, f"arch={finetune.arch}", *transfer_flags(args, "pretrain_"), *theirs]
+    given = [f"arch={finetune.arch}", *transfer_flags(args, "pretrain_"), *theirs]
 
     def backbone(path: Path | None, method: str) -> Path | PretrainConfig:
         if path is not None:
             return path.expanduser().resolve()
-        return load_config(PretrainConfig, args.pretrain_config, [f"method={method}", *pretrain])
+        overrides = [f"method={method}", *PRETRAIN_QUICK, *QUICK_BY_METHOD[method], *given]
+        return load_config(PretrainConfig, args.pretrain_config, overrides)
 
     study = OfficeStudy(
         finetune, backbone(args.supervised, "supervised"), backbone(args.ssl, "byol"), args.settings.upper()

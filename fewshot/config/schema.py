@@ -311,10 +311,13 @@ class StudiesConfig(Strict):
 
 class ReproduceProfile(Strict):
     """A ``jobs/reproduce.py`` profile (``profiles/<name>.yaml``): the studies, the seeds of every run, and the
-    ``key=value`` overrides of each kind of run: few-shot runs, backbone pre-trainings, Office-Home fine-tunings."""
+    ``key=value`` overrides of each kind of run: few-shot runs, backbone pre-trainings (both, then ``supervised``'s
+    or ``byol``'s own), Office-Home fine-tunings."""
 
     studies: StudiesConfig
     seeds: int = Field(1, ge=1)
     fewshot: list[str] = []
     pretrain: list[str] = []
+    supervised: list[str] = []
+    byol: list[str] = []
     finetune: list[str] = []

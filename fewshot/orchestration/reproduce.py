@@ -175,7 +175,8 @@ def _plan_settings(
     probes: dict[str, list[str]] = {}
     for kind, method in (("supervised", "supervised"), ("ssl", "byol")):
         if any(SETTINGS[s][0] == kind for s in settings):
-            overrides = [f"method={method}", f"arch={finetune.arch}", *profile.pretrain, *root]
+            own = getattr(profile, method)
+            overrides = [f"method={method}", f"arch={finetune.arch}", *profile.pretrain, *own, *root]
             config = _load(PretrainConfig, overrides, name, "pretrain")
             try:
                 same_network(finetune, config)
