@@ -44,6 +44,8 @@ def test_a_run_two_studies_share_is_planned_once(tmp_path: Path) -> None:
     assert plan.runs[settings["D"][0]].needs == b.needs and plan.runs[settings["D"][0]].config.freeze
     # The CPU setting: the pre-trainings build the fine-tunings' ResNet-18, and their probes make a table.
     assert {plan.runs[key].config.arch for key in (supervised, c.needs[0], settings["A"][0])} == {"resnet18"}
+    # a pre-training's own overrides apply to it alone, after the shared ones
+    assert (plan.runs[supervised].config.train.epochs, plan.runs[c.needs[0]].config.train.epochs) == (12, 6)
     assert _rows(plan, "probes") == {"supervised": [supervised], "BYOL (no labels)": list(c.needs)}
 
 
