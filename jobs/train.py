@@ -32,7 +32,9 @@ def main(args: argparse.Namespace) -> None:
     assert result.outcome is not None and result.outcome.protocol is not None
     print(f"accuracy ({config.eval_episode.way}-way {config.eval_episode.shot}-shot): {result.outcome.score}")
     print(result.outcome.protocol.describe())
-    print(f"nearest-mean-colour baseline on the same episodes: {result.outcome.baseline}")
+    colour = result.outcome.baselines.get("colour_baseline")
+    if colour is not None:
+        print(f"nearest-mean-colour baseline on the same episodes: {colour}")
     print(f"best epoch {result.fit.best_epoch}; checkpoints and predictions in {run_dir}")
     if config.method != "protonet":
         print(f"plot: {checkpoint_tsne(result.fit.best_checkpoint, run_dir / 'tsne.png')}")
