@@ -213,6 +213,7 @@ def run_office(
             raise FewshotError("every setting failed; see the child runs' 'error' tags")
         trained = list(to_train.values())
         probes = probe_table(tracker, trained, results) if trained else None
-        if probes is not None and not probes.empty:
-            publish(tracker, parent, probes, "pretraining", probe_title(trained[0]), out)
+        if probes is not None and not probes.empty:  # shown in the log; the job prints the A–E table
+            shown = publish(tracker, parent, probes, "pretraining", probe_title(trained[0]), out)
+            log.info("the pre-trained backbones' probes:\n%s", shown.to_markdown())
         return publish(tracker, parent, table, "setting", settings_title(study.finetune), out, describe)

@@ -56,6 +56,7 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     probes = pd.read_csv(client.download_artifacts(parent.info.run_id, "comparison-pretraining.csv", str(tmp_path)))
     assert set(probes["pretraining"]) == {"supervised", "BYOL (no labels)"}
     assert probes["untrained"].nunique() == 1 and probes["untrained"].iloc[0].split(" ± ")[0] != "nan"
+    assert "### Backbone probes: 5-way 1-shot nearest prototype (ResNet-18, 16 px)" in done.stderr
     floors = {r.data.metrics["random_backbone_acc"] for r in children if r.data.tags.get("stage") == "pretrain"}
     assert len(floors) == 1
 
