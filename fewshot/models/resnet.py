@@ -22,7 +22,11 @@ from fewshot.config.schema import Arch
 
 _BUILDERS: dict[str, Callable[..., ResNet]] = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
 FEATURES: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}  # the pooled feature size
-NAMES: dict[str, str] = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
+
+
+def display_name(arch: Arch) -> str:
+    """How tables and messages name the network: ``resnet18`` -> ``ResNet-18``."""
+    return arch.replace("resnet", "ResNet-")
 
 
 def resnet_backbone(arch: Arch = "resnet50") -> nn.Module:
@@ -51,7 +55,7 @@ def load_backbone(backbone: nn.Module, path: Path, arch: Arch = "resnet50") -> N
     misshapen = [k for k in weights if k in expected and weights[k].shape != expected[k].shape]
     if missing or unexpected or misshapen:
         raise CheckpointError(
-            f"{path} is not a {NAMES[arch]} state dict (set arch= to the network it was trained as): "
+            f"{path} is not a {display_name(arch)} state dict (set arch= to the network it was trained as): "
             f"{len(missing)} weights missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
             f"(e.g. {unexpected[:2]}), {len(misshapen)} of another shape (e.g. {misshapen[:2]})"
         )

@@ -22,7 +22,7 @@ from fewshot.config.schema import FinetuneConfig, PretrainConfig
 from fewshot.data.splits import check_splits, decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError, FewshotError
-from fewshot.models.resnet import NAMES, load_backbone, resnet_backbone
+from fewshot.models.resnet import display_name, load_backbone, resnet_backbone
 from fewshot.orchestration.sweep import (
     AS_MANY_AS_FIT,
     RUN_ID_FILE,
@@ -67,7 +67,7 @@ def same_network(finetune: FinetuneConfig, pretrain: PretrainConfig) -> None:
 def settings_title(finetune: FinetuneConfig) -> str:
     """The A–E table's title: what was scored, on which network, at which image size."""
     size = finetune.data.image_size
-    return f"Office-Home validation accuracy by setting ({NAMES[finetune.arch]}, {size} px)"
+    return f"Office-Home validation accuracy by setting ({display_name(finetune.arch)}, {size} px)"
 
 
 def pretrain_dir(config: PretrainConfig, results: Path) -> Path:
@@ -84,8 +84,8 @@ def pretrain_tags(config: PretrainConfig) -> dict[str, str]:
 
 def probe_title(config: PretrainConfig) -> str:
     """The title of the table of the pre-trained backbones' probes."""
-    episode, size = config.eval_episode, config.data.image_size
-    return f"Backbone probes: {episode.way}-way {episode.shot}-shot nearest prototype ({NAMES[config.arch]}, {size} px)"
+    episode, network = config.eval_episode, f"{display_name(config.arch)}, {config.data.image_size} px"
+    return f"Backbone probes: {episode.way}-way {episode.shot}-shot nearest prototype ({network})"
 
 
 def probe_table(tracker: Tracker, configs: Sequence[PretrainConfig], results: Path) -> pd.DataFrame:
