@@ -20,13 +20,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import torch
-import torchvision
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -169,7 +168,8 @@ class Tracker:
     def log_model(self, run_id: str, model: nn.Module, input_example: np.ndarray) -> str:
         """Log ``model`` as an MLflow PyTorch model of run ``run_id`` (its code beside it, so it loads wherever
         torch does; its signature from ``input_example``); returns the model id, also tagged on the run."""
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__}"]
+        # the installed distributions' versions, as an installer names them (not ``__version__``'s "+cu130" build tag)
+        requirements = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]
         with using_tracking_uri(self.uri):
             info = _pytorch_flavour().log_model(
                 model,

@@ -135,11 +135,18 @@ def _study_with_a_finished_trial(results: Path, data: Path, cache: Path) -> subp
     return study
 
 
+def _finished(runs: list[Run]) -> dict[str, int]:
+    return {t.info.run_id: t.info.end_time for t in _trials(runs) if t.info.status == "FINISHED"}
+
+
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ctrl_c_then_resume_finishes_the_study_without_rerunning_trials(
+def test_a_study_stopped_by_ctrl_c_then_by_a_killed_driver_resumes_without_rerunning_trials(
     tiny_builtin: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:
+    """One study through both interruptions (each on a Ray of its own): Ctrl-C ends it cleanly, ``--resume``
+    goes on; its driver and Ray are then killed outright, and ``--resume DIR`` finishes it. Every trial that
+    finished before either interruption is kept as it was; the study ends with one MLflow run per trial."""
     results, store = tmp_path / "results", tmp_path / "results" / "mlflow.db"
     study = _study_with_a_finished_trial(results, tiny_builtin, isolated_cache)
     study.send_signal(signal.SIGINT)
@@ -147,24 +154,17 @@ def test_ctrl_c_then_resume_finishes_the_study_without_rerunning_trials(
     runs = _runs(store)
     assert all(run.info.status in ("FINISHED", "KILLED") for run in runs)  # nothing left RUNNING
     assert [run.info.status for run in runs if "trial_id" not in run.data.tags] == ["KILLED"]
-    finished = {t.info.run_id: t.info.end_time for t in _trials(runs) if t.info.status == "FINISHED"}
+    finished = _finished(runs)
     assert finished
+
     resumed = _tune(results, isolated_cache, "--resume")
-    assert resumed.wait(timeout=400) == 0
-    _check_resumed_study(results, finished)
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_a_killed_driver_leaves_a_study_that_resumes(tiny_builtin: Path, tmp_path: Path, isolated_cache: Path) -> None:
-    results, store = tmp_path / "results", tmp_path / "results" / "mlflow.db"
-    study = _study_with_a_finished_trial(results, tiny_builtin, isolated_cache)
-    os.killpg(study.pid, signal.SIGKILL)  # the driver and the local Ray it started, at once
-    study.wait(timeout=60)
+    _wait_for(lambda runs: len(_finished(runs)) > len(finished), store, resumed, 300)
+    os.killpg(resumed.pid, signal.SIGKILL)  # the driver and the local Ray it started, at once
+    resumed.wait(timeout=60)
     time.sleep(2)
-    finished = {t.info.run_id: t.info.end_time for t in _trials(_runs(store)) if t.info.status == "FINISHED"}
-    resumed = _tune(results, isolated_cache, "--resume", str(_study_dir(results)))
-    assert resumed.wait(timeout=400) == 0
+    finished = _finished(_runs(store)) | finished  # the earlier end times: a trial run again would differ
+    again = _tune(results, isolated_cache, "--resume", str(_study_dir(results)))
+    assert again.wait(timeout=400) == 0
     _check_resumed_study(results, finished)
 
 

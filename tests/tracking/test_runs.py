@@ -108,6 +108,8 @@ def test_runs_carry_their_commit_user_and_source(tracker: Tracker) -> None:
 def test_a_logged_model_loads_back_and_predicts_as_its_run(
     tracker: Tracker, tiny_builtin: Path, tmp_path: Path
 ) -> None:
+    from importlib import metadata
+
     import mlflow
     import numpy as np
     import torch
@@ -138,7 +140,10 @@ def test_a_logged_model_loads_back_and_predicts_as_its_run(
         loaded = mlflow.pytorch.load_model("models:/fewshot-test/1")  # from the registry, by name and version
         served = mlflow.pyfunc.load_model(f"models:/{model_id}")  # what `mlflow models predict` runs
         version = mlflow.MlflowClient().get_model_version("fewshot-test", "1")
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{model_id}")).read_text().split()
     assert version.run_id == run_id
+    # what an installer can find and this environment satisfies: the distributions' versions, no build tag
+    assert {f"{name}=={metadata.version(name)}" for name in ("torch", "torchvision")} <= set(requirements)
     predicted = np.stack([loaded(torch.from_numpy(images(e))).argmax(1).numpy() for e in report.episodes])
     _, expected = read_predictions(result.outcome.predictions)
     assert np.array_equal(predicted, expected)  # the run's own predictions.csv, episode by episode
