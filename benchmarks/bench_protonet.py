@@ -38,7 +38,7 @@ from fewshot.training.loop import Trainer
 from fewshot.training.tasks import EpisodeTask
 
 
-def median_rate(run: Callable[[int], None], episodes: int, warmup: int = 2) -> float:
+def median_rate(run: Callable[[int], object], episodes: int, warmup: int = 2) -> float:
     """Median episodes/s of ``run(i)`` over ``episodes`` calls after ``warmup`` untimed ones."""
     for i in range(warmup):
         run(i)
@@ -84,7 +84,7 @@ def main() -> None:
     sampler = EpisodeSampler(data.train.labels, data.train.classes, EpisodeSpec(way=5, shot=1, query=15), seed=0)
     torch.manual_seed(0)
     method = build_method(config).train()
-    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
+    optimizer: torch.optim.Optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
     n = args.episodes
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {config.eval_episode} at {args.image_size}px")
 

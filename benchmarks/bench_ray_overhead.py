@@ -46,6 +46,7 @@ def main() -> None:
     ray.shutdown()
 
     local_rate = local.fit.history[-1]["episodes_per_s"]
+    assert result.metrics is not None, "the Ray run reported no epoch"
     ray_rate = result.metrics["episodes_per_s"]
     print(f"in-process: {local_rate:.2f} episodes/s, run {local_wall:.1f}s ({args.episodes} episodes + evaluation)")
     print(f"Ray Train:  {ray_rate:.2f} episodes/s, run {ray_wall:.1f}s (worker group start included)")

@@ -16,6 +16,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.study import Study, new_study
@@ -40,7 +41,7 @@ def main() -> None:
     tracker = Tracker(default_tracking_uri(args.results.resolve()))
     base = ExperimentConfig()
     space = load_space(args.space, base)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for grid in (True, False):
         start = time.monotonic()
         if grid and args.grid_study:

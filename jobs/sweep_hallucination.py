@@ -13,13 +13,20 @@ hallucinated (▲) features of 5 validation classes.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from fewshot.cli import run_job, sweep_job, sweep_parser
+from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.studies import m_sweep, method_sweep
+from fewshot.orchestration.sweep import Sweep
 
 
 def main(args: argparse.Namespace) -> None:
-    parts = {"m": (m_sweep,), "methods": (method_sweep,), "all": (m_sweep, method_sweep)}
+    parts: dict[str, tuple[Callable[[ExperimentConfig], Sweep], ...]] = {
+        "m": (m_sweep,),
+        "methods": (method_sweep,),
+        "all": (m_sweep, method_sweep),
+    }
     sweep_job(*parts[args.part])(args)  # both tables' runs go out at once
 
 
