@@ -23,7 +23,7 @@ lint: $(STAMP)
 
 # One pytest process. Measured on 2 cores, two pytest-xdist workers were no faster: 23.7 vs ~15 min (load
 # scheduling), and with the end-to-end tests kept in one worker (loadgroup) 91% done after 30 min, where one
-# process takes ~30 min. The tests are CPU-bound: each Ray Train run costs ~30 s of CPU in process starts
+# process takes 24-32 min. The tests are CPU-bound: each Ray Train run costs ~30 s of CPU in process starts
 # and imports (controller, helper actors, worker, MLflow's store) whatever it trains.
 test: lint
 	$(PY) -m pytest --durations=15
