@@ -28,6 +28,8 @@ from fewshot.paths import check_writable
 from fewshot.runtime import tune_allocator
 from fewshot.tracking.runs import Tracker, absolute_uri, default_tracking_uri
 
+SweepMaker = Callable[[ExperimentConfig], Sweep]  # a study's sweep, built from the job's base config
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -146,7 +148,7 @@ def transfer_flags(args: argparse.Namespace, prefix: str = "") -> list[str]:
     return _as_overrides(flags)
 
 
-def sweep_job(*makers: Callable[[ExperimentConfig], Sweep]) -> Callable[[argparse.Namespace], None]:
+def sweep_job(*makers: SweepMaker) -> Callable[[argparse.Namespace], None]:
     """A sweep job's ``main``: build each sweep from the flags, run every seed of all of them at once, print
     their tables."""
 

@@ -13,16 +13,13 @@ hallucinated (▲) features of 5 validation classes.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from fewshot.cli import run_job, sweep_job, sweep_parser
-from fewshot.config.schema import ExperimentConfig
+from fewshot.cli import SweepMaker, run_job, sweep_job, sweep_parser
 from fewshot.orchestration.studies import m_sweep, method_sweep
-from fewshot.orchestration.sweep import Sweep
 
 
 def main(args: argparse.Namespace) -> None:
-    parts: dict[str, tuple[Callable[[ExperimentConfig], Sweep], ...]] = {
+    parts: dict[str, tuple[SweepMaker, ...]] = {
         "m": (m_sweep,),
         "methods": (method_sweep,),
         "all": (m_sweep, method_sweep),

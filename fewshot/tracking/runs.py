@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from importlib.metadata import version
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ class Tracker:
         """Log ``model`` as an MLflow PyTorch model of run ``run_id`` (its code beside it, so it loads wherever
         torch does; its signature from ``input_example``); returns the model id, also tagged on the run."""
         # the installed distributions' versions, as an installer names them (not ``__version__``'s "+cu130" build tag)
-        requirements = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]
+        requirements = [f"{name}=={metadata.version(name)}" for name in ("torch", "torchvision")]
         with using_tracking_uri(self.uri):
             info = _pytorch_flavour().log_model(
                 model,
