@@ -32,11 +32,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 SPACE = protonet_space(samples=3)
 
 
-@pytest.fixture(params=[2])
-def two_nodes(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
-    """A 1-CPU head and a worker node of ``request.param`` CPUs; yields their ``ray.nodes()`` entries by role."""
+@pytest.fixture(scope="module")
+def two_nodes() -> dict[str, dict[str, Any]]:
+    """A 1-CPU head and a 2-CPU worker node, shared by this module's tests; yields their ``ray.nodes()``
+    entries by role."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=request.param)
+    cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
     nodes = [node for node in ray.nodes() if node["Alive"]]
@@ -64,6 +65,7 @@ def test_trials_spread_over_both_nodes_into_one_store(
         return shared_banks[-1]
 
     monkeypatch.setattr(tune, "share_banks", capture)  # the name run_study calls
+    created_before = {role: created_in_store(node) for role, node in two_nodes.items()}
     # 1 CPU a trial, 3 CPUs in all: the three trials run at once
     study, trials = run_protonet_study(SPACE, tiny_builtin, tmp_path)
     assert len(trials) == 3
@@ -81,8 +83,8 @@ def test_trials_spread_over_both_nodes_into_one_store(
     locations = ray.experimental.get_object_locations(list(banks.refs.values()))
     assert all(set(where["node_ids"]) == {head, worker} for where in locations.values())
     sizes = [where["object_size"] for where in locations.values()]
-    for node in two_nodes.values():
-        assert sum(sizes) <= created_in_store(node) < sum(sizes) + min(sizes)
+    for role, node in two_nodes.items():
+        assert sum(sizes) <= created_in_store(node) - created_before[role] < sum(sizes) + min(sizes)
 
     # Tune's experiment state and the trials' Ray Train checkpoints are in the shared storage, not on a node.
     assert (shared / "tune" / study.name / "tuner.pkl").is_file()
@@ -92,19 +94,18 @@ def test_trials_spread_over_both_nodes_into_one_store(
     assert not (study.folder / "tuner.pkl").exists() and (study.folder / "trials.csv").is_file()
 
 
-@pytest.mark.parametrize("two_nodes", [1], indirect=True)
 def test_a_sweep_runs_its_variants_at_once_on_both_nodes(
     two_nodes: dict[str, dict[str, Any]], tiny_builtin: Path, tmp_path: Path
 ) -> None:
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin, **{"train.epochs": 1}))
     sweep = load_job("sweep_distance").make_sweep(config)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    table = run_sweep(sweep, tracker, tmp_path)  # 2 CPUs in all: two runs of one CPU at a time
+    table = run_sweep(sweep, tracker, tmp_path)  # 3 CPUs in all: three runs of one CPU at a time
     assert sorted(table.table["distance"]) == ["cosine", "euclidean", "relation", "transformed"]
     parent = tracker.latest("distance", "sweep")
     assert parent is not None
     runs = tracker.children(parent.run_id)
     assert len(runs) == 4 and all(run.status == "FINISHED" for run in runs)
     assert {run.tags["ray_node"] for run in runs} == {two_nodes["head"]["NodeID"], two_nodes["worker"]["NodeID"]}
-    assert runs[0].end_time is not None and runs[0].end_time > runs[1].start_time  # the first two at once
+    assert runs[0].end_time is not None and runs[0].end_time > runs[1].start_time  # the first ones at once
     assert {run.tags["data_from"] for run in runs} == {"object store"}
