@@ -16,19 +16,21 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fewshot.config.loading import load_config, parse_override
 from fewshot.config.schema import ExperimentConfig, PretrainConfig
-from fewshot.data.splits import decode_splits
 from fewshot.errors import FewshotError
-from fewshot.orchestration.sweep import Launch, Sizing, Sweep, run_sweeps
-from fewshot.orchestration.transfer import pretrain_backbones
 from fewshot.paths import check_writable
 from fewshot.runtime import tune_allocator
-from fewshot.tracking.runs import Tracker, absolute_uri, default_tracking_uri
 
-SweepMaker = Callable[[ExperimentConfig], Sweep]  # a study's sweep, built from the job's base config
+# Ray, MLflow and the data pipeline are imported where a job first needs them, not here: a job's --help, a
+# mistyped flag or a bad override is answered in about a second, not after the ~4 s those imports take.
+if TYPE_CHECKING:
+    from fewshot.orchestration.sweep import Sizing, Sweep
+    from fewshot.tracking.runs import Tracker
+
+SweepMaker = Callable[[ExperimentConfig], "Sweep"]  # a study's sweep, built from the job's base config
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -56,6 +58,8 @@ class Stores:
     tracking_uri: str
 
     def tracker(self) -> Tracker:
+        from fewshot.tracking.runs import Tracker
+
         return Tracker(self.tracking_uri)
 
 
@@ -119,6 +123,8 @@ def transfer_parser(description: str) -> argparse.ArgumentParser:
 
 def stores(args: argparse.Namespace) -> Stores:
     """The results folder and tracking URI the flags (or their environment defaults) name, made absolute."""
+    from fewshot.tracking.runs import absolute_uri, default_tracking_uri
+
     results = (args.results or Path(os.environ.get("FEWSHOT_RESULTS", "results"))).expanduser().resolve()
     check_writable(results, "results folder")  # before any work: not a traceback after the first run
     uri = absolute_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri(results)
@@ -127,6 +133,8 @@ def stores(args: argparse.Namespace) -> Stores:
 
 def sizing(args: argparse.Namespace) -> Sizing:
     """How big each run is and how many train at once, from the flags."""
+    from fewshot.orchestration.sweep import Sizing
+
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise FewshotError(f"--max-concurrent {args.max_concurrent}: give at least 1")
     return Sizing(args.workers, args.gpus_per_run, args.cpus_per_run, args.max_concurrent)
@@ -153,6 +161,8 @@ def sweep_job(*makers: SweepMaker) -> Callable[[argparse.Namespace], None]:
     their tables."""
 
     def main(args: argparse.Namespace) -> None:
+        from fewshot.orchestration.sweep import run_sweeps
+
         where, base = stores(args), sweep_config(args)
         sweeps = [make(base).seeded(args.seeds or 1) for make in makers]
         for comparison in run_sweeps(sweeps, where.tracker(), where.results, sizing(args), args.resume):
@@ -166,6 +176,10 @@ def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
     """A pre-training job's ``main``: pre-train a backbone with ``method``, print where its ``backbone.pt`` is."""
 
     def main(args: argparse.Namespace) -> None:
+        from fewshot.data.splits import decode_splits
+        from fewshot.orchestration.sweep import Launch
+        from fewshot.orchestration.transfer import pretrain_backbones
+
         where = stores(args)
         overrides = [
             f"method={method}",
