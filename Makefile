@@ -23,10 +23,8 @@ lint: $(STAMP)
 
 # One pytest process. Measured on 2 cores, two pytest-xdist workers were no faster: 23.7 vs ~15 min (load
 # scheduling), and with the end-to-end tests kept in one worker (loadgroup) 91% done after 30 min, where one
-# process takes 23-32 min. The tests are CPU-bound (the machine is ~75% busy throughout): each Ray Train run
-# costs ~22 s of CPU whatever it trains, in process starts and imports (a tiny four-run sweep: Train's
-# controller ~4.5 s a run, its worker ~8 s, its four helper actors ~5.4 s), and more logical CPUs for the
-# shared head only add idle workers (4 instead of 2: the same sweep took 59 s instead of 51 s).
+# process takes 23-32 min. The tests are CPU-bound: each Ray Train run costs 27-39 s of CPU beyond its
+# training, in process starts, imports and MLflow logging (benchmarks/bench_ray_overhead.py).
 test: lint
 	$(PY) -m pytest --durations=15
 

@@ -24,8 +24,8 @@ from fewshot.errors import FewshotError
 from fewshot.paths import check_writable
 from fewshot.runtime import tune_allocator
 
-# Ray, MLflow and the data pipeline are imported where a job first needs them, not here: a job's --help, a
-# mistyped flag or a bad override is answered in about a second, not after the ~4 s those imports take.
+# Ray, MLflow and the data pipeline are imported where a job first needs them, not here: a job that never
+# uses them (predict, train, tsne, prepare_data) does not pay their ~2 s of imports, nor does a usage error.
 if TYPE_CHECKING:
     from fewshot.orchestration.sweep import Sizing, Sweep
     from fewshot.tracking.runs import Tracker

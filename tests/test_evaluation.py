@@ -164,7 +164,6 @@ def test_tsne_job_draws_from_a_hallucination_checkpoint_and_refuses_a_protonet_o
 
 def test_the_testcase_decides_the_episode_shape_of_a_prediction(tiny_builtin: Path, tmp_path: Path) -> None:
     """A checkpoint trained for 5-shot evaluation predicts the course's 1-shot testcase as 1-shot: 75 queries."""
-
     from fewshot.checkpoint import save_checkpoint
     from fewshot.config.loading import config_dict
     from fewshot.errors import DataError
@@ -175,12 +174,11 @@ def test_the_testcase_decides_the_episode_shape_of_a_prediction(tiny_builtin: Pa
     val = tiny_builtin / "mini"
     # the course's 5-way 1-shot 15-query file, without its answers (its first 60 episodes: the shape is the point)
     testcase = tmp_path / "test_testcase.csv"
-    testcase.write_text("".join((val / "val_testcase.csv").open().readlines()[:61]))
+    _first_episodes(val / "val_testcase.csv", testcase, 60)
     predict = load_job("predict").predict_testcase
     result = predict(tmp_path / "best.pt", val / "val.csv", val / "val", testcase, tmp_path / "p.csv", "cpu")
     assert result.predictions.shape == (60, 75) and result.score is None
-    answers = (val / "val_testcase_gt.csv").open().readlines()[:61]
-    (tmp_path / "test_testcase_gt.csv").write_text("".join(answers))  # with them: scored as 1-shot
+    _first_episodes(val / "val_testcase_gt.csv", tmp_path / "test_testcase_gt.csv", 60)  # with them: scored as 1-shot
     assert predict(tmp_path / "best.pt", val / "val.csv", val / "val", testcase, tmp_path / "p.csv", "cpu").score
     unnamed = tmp_path / "unnamed.csv"  # a header that names nothing: the user says the shape
     lines = testcase.read_text().splitlines()
@@ -189,3 +187,8 @@ def test_the_testcase_decides_the_episode_shape_of_a_prediction(tiny_builtin: Pa
         predict(tmp_path / "best.pt", val / "val.csv", val / "val", unnamed, tmp_path / "p.csv", "cpu")
     given = predict(tmp_path / "best.pt", val / "val.csv", val / "val", unnamed, tmp_path / "p.csv", "cpu", (5, 1))
     assert given.predictions.shape == (60, 75)
+
+
+def _first_episodes(source: Path, target: Path, episodes: int) -> None:
+    """``target``: the header and first ``episodes`` rows of the episode (or answer) file ``source``."""
+    target.write_text("".join(source.read_text().splitlines(keepends=True)[: episodes + 1]))
