@@ -170,11 +170,18 @@ class Tracker:
         torch does; its signature from ``input_example``); returns the model id, also tagged on the run."""
         # the installed distributions' versions, as an installer names them (not ``__version__``'s "+cu130" build tag)
         requirements = [f"{name}=={metadata.version(name)}" for name in ("torch", "torchvision")]
+        run = self._client.get_run(run_id)
         with using_tracking_uri(self.uri):
+            # Created here in the run's own experiment: left to the flavour, a model of a run that is not the
+            # process's active run goes to the Default experiment, its files to ./mlruns of the current folder.
+            logged = mlflow.initialize_logged_model(
+                name="model", source_run_id=run_id, params=run.data.params, experiment_id=run.info.experiment_id
+            )
             info = _pytorch_flavour().log_model(
                 model,
                 name="model",
                 run_id=run_id,
+                model_id=logged.model_id,
                 input_example=input_example,
                 # not MLflow's default torch.export: AFHN's training stage is a data-dependent branch it cannot
                 # trace; the pickle loads with fewshot's code, which travels with the model (code_paths)

@@ -213,3 +213,23 @@ def test_logging_a_model_leaves_the_tracking_uri_and_environment_as_they_were(
     assert os.environ.get("MLFLOW_TRACKING_URI") == outside
     assert default_tracking_uri(tmp_path / "results") == own
     assert mlflow.get_tracking_uri() != tracker.uri
+
+
+def test_a_logged_model_lives_with_its_run_not_in_the_working_folder(
+    tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow puts a model logged by run id (no active run) in the Default experiment, its files in ./mlruns of
+    whatever folder the process runs in: once, every run's model landed in the folder the job was started from."""
+    import torch
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with tracker.run("models", "linear") as run_id:
+        model_id = tracker.log_model(run_id, torch.nn.Linear(4, 2), torch.zeros(3, 4).numpy())
+    client = MlflowClient(tracker.uri)
+    model, run = client.get_logged_model(model_id), client.get_run(run_id)
+    assert model.experiment_id == run.info.experiment_id and model.source_run_id == run_id
+    assert model.artifact_location.startswith((tmp_path / "artifacts" / "models").as_uri())
+    assert model.params == run.data.params
+    assert not (elsewhere / "mlruns").exists()
