@@ -21,9 +21,10 @@ from typing import Any
 from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration.study import Study, new_study
 from fewshot.orchestration.tune import run_study
+from fewshot.paths import default_tracking_uri
 from fewshot.runtime import tune_allocator
 from fewshot.search import load_space
-from fewshot.tracking.runs import Tracker, default_tracking_uri
+from fewshot.tracking.runs import Tracker
 from fewshot.tracking.studies import trial_table
 
 REPO = Path(__file__).resolve().parents[1]

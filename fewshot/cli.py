@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from fewshot.config.loading import load_config, parse_override
 from fewshot.config.schema import ExperimentConfig, PretrainConfig
 from fewshot.errors import FewshotError
-from fewshot.paths import check_writable
+from fewshot.paths import absolute_uri, check_writable, default_tracking_uri
 from fewshot.runtime import tune_allocator
 
 # Ray, MLflow and the data pipeline are imported where a job first needs them, not here: a job that never
-# uses them (predict, train, tsne, prepare_data) does not pay their ~2 s of imports, nor does a usage error.
+# uses them (predict, train, tsne, prepare_data) does not pay their ~2 s of imports, nor does a usage error; the
+# Ray jobs import Ray once their flags, config (and data, where a job checks it first) are right.
 if TYPE_CHECKING:
-    from fewshot.orchestration.sweep import Sizing, Sweep
+    from fewshot.orchestration.studies import Sweep
+    from fewshot.orchestration.sweep import Sizing
     from fewshot.tracking.runs import Tracker
 
 SweepMaker = Callable[[ExperimentConfig], "Sweep"]  # a study's sweep, built from the job's base config
@@ -123,8 +125,6 @@ def transfer_parser(description: str) -> argparse.ArgumentParser:
 
 def stores(args: argparse.Namespace) -> Stores:
     """The results folder and tracking URI the flags (or their environment defaults) name, made absolute."""
-    from fewshot.tracking.runs import absolute_uri, default_tracking_uri
-
     results = (args.results or Path(os.environ.get("FEWSHOT_RESULTS", "results"))).expanduser().resolve()
     check_writable(results, "results folder")  # before any work: not a traceback after the first run
     uri = absolute_uri(args.tracking_uri) if args.tracking_uri else default_tracking_uri(results)
@@ -161,10 +161,10 @@ def sweep_job(*makers: SweepMaker) -> Callable[[argparse.Namespace], None]:
     their tables."""
 
     def main(args: argparse.Namespace) -> None:
-        from fewshot.orchestration.sweep import run_sweeps
-
         where, base = stores(args), sweep_config(args)
         sweeps = [make(base).seeded(args.seeds or 1) for make in makers]
+        from fewshot.orchestration.sweep import run_sweeps  # Ray and MLflow: once the flags and config are right
+
         for comparison in run_sweeps(sweeps, where.tracker(), where.results, sizing(args), args.resume):
             print(comparison.to_markdown())
             print(f"table, plot and runs: {comparison.csv.parent}  (MLflow store: {where.tracking_uri})")
@@ -177,8 +177,6 @@ def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
 
     def main(args: argparse.Namespace) -> None:
         from fewshot.data.splits import decode_splits
-        from fewshot.orchestration.sweep import Launch
-        from fewshot.orchestration.transfer import pretrain_backbones
 
         where = stores(args)
         overrides = [
@@ -190,6 +188,9 @@ def pretraining_job(method: str) -> Callable[[argparse.Namespace], None]:
         ]
         config = load_config(PretrainConfig, args.config, overrides)
         decode_splits(config.data)  # a corrupt image: one line now, before Ray starts
+        from fewshot.orchestration.sweep import Launch  # Ray and MLflow: once the flags, config and data are right
+        from fewshot.orchestration.transfer import pretrain_backbones
+
         launch = Launch(where.tracker(), where.results, sizing(args))
         (backbone,) = pretrain_backbones([config], launch)
         print(f"{method} backbone: {backbone}  (MLflow store: {where.tracking_uri})")

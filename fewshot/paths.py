@@ -1,4 +1,4 @@
-"""Where fewshot keeps what it generates: built-in datasets and decoded caches, runs, Ray's checkpoints."""
+"""Where fewshot keeps what it generates: built-in datasets and decoded caches, runs, Ray's checkpoints, MLflow."""
 
 import os
 import tempfile
@@ -52,3 +52,17 @@ def check_writable(folder: Path | str, what: str) -> None:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:
         raise ConfigError(f"{what} {folder} cannot be written ({err.strerror} in {existing})") from None
+
+
+def default_tracking_uri(results: Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<results>/mlflow.db``."""
+    return absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(results) / 'mlflow.db'}")
+
+
+def absolute_uri(uri: str) -> str:
+    """Make a local store URI absolute (``sqlite:///mlflow.db`` -> ``sqlite:////abs/mlflow.db``)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
+    if "://" not in uri:  # a bare path: a SQLite file
+        return f"sqlite:///{Path(uri).expanduser().resolve()}"
+    return uri

@@ -36,7 +36,6 @@ from fewshot.cli import (
 )
 from fewshot.config.loading import load_config
 from fewshot.config.schema import FinetuneConfig, PretrainConfig
-from fewshot.orchestration.transfer import OfficeStudy, run_office
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from fewshot.orchestration.transfer import OfficeStudy, run_office  # Ray and MLflow: once the flags parse
+
     where = stores(args)
     ours = [o for o in args.overrides if not o.startswith("pretrain.")]
     theirs = [o.removeprefix("pretrain.") for o in args.overrides if o.startswith("pretrain.")]

@@ -19,10 +19,11 @@ import shlex
 import sys
 
 from fewshot.cli import SIZING, STORES, job_parser, run_job, sizing, stores
-from fewshot.orchestration.reproduce import dry_run, load_profile, make_plan, reproduce
 
 
 def main(args: argparse.Namespace) -> None:
+    from fewshot.orchestration.reproduce import dry_run, load_profile, make_plan, reproduce  # Ray and MLflow
+
     where = stores(args)
     name, profile = load_profile(args.profile)
     only = [study.strip() for study in args.only.split(",") if study.strip()] if args.only else []

@@ -22,8 +22,6 @@ from fewshot.config.loading import load_config
 from fewshot.data.splits import decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError
-from fewshot.orchestration.study import Study, latest_study, new_study
-from fewshot.orchestration.tune import run_study
 from fewshot.search import check_space, config_type, load_space
 
 
@@ -40,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    from fewshot.orchestration.study import Study, latest_study, new_study  # Ray and MLflow: once the flags parse
+    from fewshot.orchestration.tune import run_study
+
     where = stores(args)
     if args.resume:
         if args.space or args.overrides or args.samples or args.grid:

@@ -34,12 +34,11 @@ from fewshot.data.splits import decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError
 from fewshot.orchestration.shared import SharedBanks
-from fewshot.orchestration.studies import FEWSHOT_STUDIES, with_method
+from fewshot.orchestration.studies import FEWSHOT_STUDIES, Variant, with_method
 from fewshot.orchestration.sweep import (
     Launch,
     Run,
     Sizing,
-    Variant,
     connect_ray,
     plan_runs,
     share_all,

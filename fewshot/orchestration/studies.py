@@ -1,14 +1,56 @@
 """The course reports' studies, each a :class:`Sweep` of configurations made from one base config: the distance
 function, the shot K, the training way, the hallucinated features per support M, and the methods compared.
-The sweep jobs (``jobs/sweep_*.py``) run one or two of them; ``jobs/reproduce.py`` runs them all at once."""
+The sweep jobs (``jobs/sweep_*.py``) run one or two of them; ``jobs/reproduce.py`` runs them all at once.
+
+What a study is and how its runs are scheduled are apart: nothing here imports Ray (``sweep`` trains the
+runs), so a job that stops at a mistake in its arguments or data never pays Ray's and MLflow's imports."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fewshot.config.schema import ExperimentConfig
-from fewshot.orchestration.sweep import Sweep, Variant
+from fewshot.config.schema import ExperimentConfig, TrainedConfig
+from fewshot.data.splits import decode_splits
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of a sweep, its name and the MLflow tags that tell it apart (``distance``...)."""
+
+    name: str
+    config: TrainedConfig
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """Variants compared in one table: the MLflow experiment (``study``) and parent run (``name``) they are
+    tracked in, and the tag (``group_by``) whose values are the table's rows."""
+
+    study: str
+    name: str
+    group_by: str
+    title: str
+    variants: Sequence[Variant]
+
+    def seeded(self, seeds: int) -> Sweep:
+        """Each variant once per seed ``0..seeds-1`` (named ``<name>/seed<k>`` when there are several)."""
+        variants = [
+            Variant(f"{v.name}/seed{seed}" if seeds > 1 else v.name, v.config.model_copy(update={"seed": seed}), v.tags)
+            for v in self.variants
+            for seed in range(seeds)
+        ]
+        return replace(self, variants=variants)
+
+    def check_data(self) -> None:
+        """Read and check each dataset the variants train on, and decode its splits into the disk cache: a
+        mistake, a corrupt or truncated image among them, is one line naming it before Ray starts (the runs
+        then read the decoded splits, no second decode)."""
+        for config in {variant.config.data: variant.config for variant in self.variants}.values():
+            decode_splits(config.data, config.train_episode if isinstance(config, ExperimentConfig) else None)
+
 
 DISTANCES = ("euclidean", "cosine", "relation", "transformed")
 SHOTS = (1, 5, 10)

@@ -24,11 +24,11 @@ from ray.exceptions import RayTaskError
 
 from fewshot.atomic import fresh_folder, owned, write_text_atomic
 from fewshot.config.loading import flatten, to_yaml
-from fewshot.config.schema import DataConfig, ExperimentConfig, TrainedConfig
-from fewshot.data.splits import decode_splits
+from fewshot.config.schema import DataConfig
 from fewshot.data.tables import FEWSHOT_DIRS
 from fewshot.errors import FewshotError
 from fewshot.orchestration.shared import BankKey, SharedBanks, share_banks
+from fewshot.orchestration.studies import Sweep, Variant
 from fewshot.orchestration.study import TrialPlan, plan_trials
 from fewshot.orchestration.train import TrainJob, run_training
 from fewshot.paths import ray_storage
@@ -36,43 +36,6 @@ from fewshot.tracking.runs import PARENT_TAG, Tracker
 from fewshot.tracking.tables import GROUP_TAG, Comparison, publish, register_best, sweep_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One configuration of a sweep, its name and the MLflow tags that tell it apart (``distance``...)."""
-
-    name: str
-    config: TrainedConfig
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sweep:
-    """Variants compared in one table: the MLflow experiment (``study``) and parent run (``name``) they are
-    tracked in, and the tag (``group_by``) whose values are the table's rows."""
-
-    study: str
-    name: str
-    group_by: str
-    title: str
-    variants: Sequence[Variant]
-
-    def seeded(self, seeds: int) -> Sweep:
-        """Each variant once per seed ``0..seeds-1`` (named ``<name>/seed<k>`` when there are several)."""
-        variants = [
-            Variant(f"{v.name}/seed{seed}" if seeds > 1 else v.name, v.config.model_copy(update={"seed": seed}), v.tags)
-            for v in self.variants
-            for seed in range(seeds)
-        ]
-        return replace(self, variants=variants)
-
-    def check_data(self) -> None:
-        """Read and check each dataset the variants train on, and decode its splits into the disk cache: a
-        mistake, a corrupt or truncated image among them, is one line naming it before Ray starts (the runs
-        then read the decoded splits, no second decode)."""
-        for config in {variant.config.data: variant.config for variant in self.variants}.values():
-            decode_splits(config.data, config.train_episode if isinstance(config, ExperimentConfig) else None)
 
 
 def connect_ray() -> None:

@@ -23,13 +23,13 @@ from fewshot.data.splits import check_splits, decode_splits
 from fewshot.data.tables import FEWSHOT_DIRS, OFFICE_DIRS
 from fewshot.errors import ConfigError, FewshotError
 from fewshot.models.resnet import display_name, load_backbone, resnet_backbone
+from fewshot.orchestration.studies import Variant
 from fewshot.orchestration.sweep import (
     AS_MANY_AS_FIT,
     RUN_ID_FILE,
     Launch,
     Run,
     Sizing,
-    Variant,
     connect_ray,
     open_parent,
     share_all,

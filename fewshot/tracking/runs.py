@@ -35,26 +35,13 @@ from torch import nn
 import fewshot
 from fewshot.data.cache import ImageBank
 from fewshot.errors import FewshotError
+from fewshot.paths import absolute_uri
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "model_id"  # on a run: the MLflow logged model of its best checkpoint
 MAX_PARAM_LENGTH = 6000
-
-
-def default_tracking_uri(results: Path) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``<results>/mlflow.db``."""
-    return absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(results) / 'mlflow.db'}")
-
-
-def absolute_uri(uri: str) -> str:
-    """Make a local store URI absolute (``sqlite:///mlflow.db`` -> ``sqlite:////abs/mlflow.db``)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
-    if "://" not in uri:  # a bare path: a SQLite file
-        return f"sqlite:///{Path(uri).expanduser().resolve()}"
-    return uri
 
 
 COMMIT_ENV, USER_ENV = "FEWSHOT_GIT_COMMIT", "FEWSHOT_USER"  # set by jobs/submit.py for a Ray job's copy

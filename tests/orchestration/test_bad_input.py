@@ -76,3 +76,20 @@ def test_an_office_label_missing_from_training_is_named(tiny_builtin: Path, tmp_
 def test_a_sweep_whose_every_run_failed_has_an_empty_table() -> None:
     runs = pd.DataFrame({"run_id": ["a", "b"], "status": ["FAILED", "FAILED"], "distance": ["cosine", "euclidean"]})
     assert compare(runs, "distance").empty
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [("sweep_distance.py", ["no_such.key=1"]), ("pretrain_byol.py", ["train.epochs=0"]), ("reproduce.py", ["--x"])],
+)
+def test_a_mistake_in_the_arguments_is_answered_without_importing_ray_or_mlflow(
+    tmp_path: Path, script: str, args: list[str]
+) -> None:
+    """Ray and MLflow take ~4 s to import: a job imports them once its flags and config are right, not before."""
+    env = job_env(tmp_path / "cache") | {"PYTHONPROFILEIMPORTTIME": "1"}  # every import, one stderr line each
+    done = run_script(script, "--results", str(tmp_path / "results"), *args, env=env, timeout=120)
+    imports = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    said = [line for line in done.stderr.splitlines() if line and not line.startswith("import time:")]
+    assert done.returncode == 2 and said[-1].startswith(("error:", script)), said[-3:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in imports}
+    assert "fewshot.cli" in imported and not imported & {"ray", "mlflow"}

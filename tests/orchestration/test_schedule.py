@@ -16,7 +16,8 @@ import ray
 
 from fewshot.config.schema import ExperimentConfig
 from fewshot.orchestration import sweep as sweep_module
-from fewshot.orchestration.sweep import Launch, Run, Sizing, Variant, plan_runs, train_runs
+from fewshot.orchestration.studies import Variant
+from fewshot.orchestration.sweep import Launch, Run, Sizing, plan_runs, train_runs
 from fewshot.orchestration.train import TrainJob
 from fewshot.tracking.runs import RunRecord, Tracker
 from tests.conftest import RayHead

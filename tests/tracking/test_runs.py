@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from fewshot.tracking.runs import MlflowReporter, Tracker, absolute_uri, using_tracking_uri
+from fewshot.paths import absolute_uri, default_tracking_uri
+from fewshot.tracking.runs import MlflowReporter, Tracker, using_tracking_uri
 
 
 @pytest.fixture
@@ -200,8 +201,6 @@ def test_logging_a_model_leaves_the_tracking_uri_and_environment_as_they_were(
     and every job a test started afterwards logged into that store instead of its own."""
     import mlflow
     import torch
-
-    from fewshot.tracking.runs import default_tracking_uri
 
     if outside is None:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
