@@ -3,7 +3,7 @@ function, the shot K, the training way, the hallucinated features per support M,
 The sweep jobs (``jobs/sweep_*.py``) run one or two of them; ``jobs/reproduce.py`` runs them all at once.
 
 What a study is and how its runs are scheduled are apart: nothing here imports Ray (``sweep`` trains the
-runs), so a job that stops at a mistake in its arguments or data never pays Ray's and MLflow's imports."""
+runs), so a sweep job that stops at a mistake in its flags or config never imports Ray or MLflow."""
 
 from __future__ import annotations
 
