@@ -23,7 +23,7 @@ lint: $(STAMP)
 
 # One pytest process. Measured on 2 cores, two pytest-xdist workers were no faster: 23.7 vs ~15 min (load
 # scheduling), and with the end-to-end tests kept in one worker (loadgroup) 91% done after 30 min, where one
-# process takes 23-32 min. The tests are CPU-bound: each Ray Train run costs 27-39 s of CPU beyond its
+# process takes 20-32 min. The tests are CPU-bound: each Ray Train run costs 27-39 s of CPU beyond its
 # training, in process starts, imports and MLflow logging (benchmarks/bench_ray_overhead.py).
 test: lint
 	$(PY) -m pytest --durations=15
