@@ -13,8 +13,9 @@ from fewshot.tracking.tables import compare
 from tests.conftest import job_env, run_script
 
 
-def _job(script: str, *args: str, results: Path) -> subprocess.CompletedProcess[str]:
-    return run_script(script, "--results", str(results), *args, env=job_env(results.parent / "cache"), timeout=300)
+def _job(script: str, *args: str, results: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = job_env(results.parent / "cache") | (env or {})
+    return run_script(script, "--results", str(results), *args, env=environment, timeout=300)
 
 
 @pytest.mark.parametrize("script", ["sweep_distance.py", "pretrain_byol.py", "finetune_office.py"])
@@ -86,8 +87,8 @@ def test_a_mistake_in_the_arguments_is_answered_without_importing_ray_or_mlflow(
     tmp_path: Path, script: str, args: list[str]
 ) -> None:
     """Ray and MLflow take ~4 s to import: a job imports them once its flags and config are right, not before."""
-    env = job_env(tmp_path / "cache") | {"PYTHONPROFILEIMPORTTIME": "1"}  # every import, one stderr line each
-    done = run_script(script, "--results", str(tmp_path / "results"), *args, env=env, timeout=120)
+    # every import, one stderr line each
+    done = _job(script, *args, results=tmp_path / "results", env={"PYTHONPROFILEIMPORTTIME": "1"})
     imports = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
     said = [line for line in done.stderr.splitlines() if line and not line.startswith("import time:")]
     assert done.returncode == 2 and said[-1].startswith(("error:", script)), said[-3:]
