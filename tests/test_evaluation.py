@@ -81,6 +81,29 @@ def test_predict_on_best_pt_writes_exactly_the_runs_predictions(
     assert prediction.score is not None and result.score is not None and prediction.score.mean == result.score.mean
 
 
+@pytest.mark.parametrize("variant", PREDICTED_AS_TRAINED)
+def test_evaluate_encodes_each_image_once_and_predicts_as_episode_by_episode(tiny_builtin: Path, variant: str) -> None:
+    overrides = tiny_overrides(tiny_builtin, **{"data.n_val_episodes": 40, **PREDICTED_AS_TRAINED[variant]})
+    config = load_config(ExperimentConfig, None, overrides)
+    data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)
+    torch.manual_seed(0)
+    method = build_method(config)
+    bank, episodes = data.select.bank, data.select.episodes
+    encoded = []
+    encode = method.encode
+    method.encode = lambda images: encoded.append(len(images)) or encode(images)  # type: ignore[method-assign]
+    result = evaluate(method, bank, episodes)
+    used = {int(row) for e in episodes for row in (*e.support, *e.query)}
+    assert sum(encoded) == len(used) < sum(len(e.support) + len(e.query) for e in episodes)
+    method.encode = encode  # type: ignore[method-assign]
+    method.eval()
+    with torch.inference_mode():
+        one_by_one = [method.logits(episode_tensors(e, bank, BatchTransform())).argmax(1).numpy() for e in episodes]
+    assert np.array_equal(result.predictions, np.stack(one_by_one))
+    correct = [float((p == e.query_labels.numpy()).mean()) for p, e in zip(one_by_one, episodes, strict=True)]
+    assert result.score is not None and result.score.mean == pytest.approx(100 * np.mean(correct))
+
+
 def test_evaluate_without_answers_predicts_but_does_not_score(tiny_builtin: Path) -> None:
     config = load_config(ExperimentConfig, None, tiny_overrides(tiny_builtin))
     data = load_fewshot_data(config.data, config.train_episode, config.eval_episode)

@@ -138,21 +138,20 @@ class AFHN(EpisodicMethod):
             Objective("critic", list(self.critic.parameters()), D_LOSSES[self.config.gan], d_optim),
         ]
 
-    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
-        support, query = self._features(batch)
+    def classify(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, way: int) -> torch.Tensor:
         if self.pretraining:  # G is still untrained: its fakes would only blur the prototypes
-            return self.distance(self.head(query), prototypes(self.head(support), batch.support_labels, batch.way))
-        return self._logits(query, support, self.hallucinate(support, self.config.fakes), batch)
+            return self.distance(self.head(query), prototypes(self.head(support), labels, way))
+        return self._logits(query, support, self.hallucinate(support, self.config.fakes), labels, way)
 
     def step(self, batch: EpisodeTensors) -> StepOutput:
         support, query = self._features(batch)
         if self.pretraining:
-            logits = self.distance(self.head(query), prototypes(self.head(support), batch.support_labels, batch.way))
+            logits = self.classify(support, batch.support_labels, query, batch.way)
             return StepOutput({"ce": F.cross_entropy(logits, batch.query_labels)}, logits)
         c = self.config
         noise = torch.randn(len(support), c.fakes, self.generator.noise_dim, device=support.device)
         fakes = self.generator(support, noise)  # (S, K, D)
-        logits = self._logits(query, support, fakes, batch)
+        logits = self._logits(query, support, fakes, batch.support_labels, batch.way)
         fake_labels = batch.support_labels.repeat_interleave(c.fakes)
         flat_fakes = fakes.flatten(0, 1)
         # The classification regulariser (Li et al.): the queries classified by prototypes made of fakes alone.
@@ -199,8 +198,8 @@ class AFHN(EpisodicMethod):
         return features[: len(batch.support)], features[len(batch.support) :]
 
     def _logits(
-        self, query: torch.Tensor, support: torch.Tensor, fakes: torch.Tensor, batch: EpisodeTensors
+        self, query: torch.Tensor, support: torch.Tensor, fakes: torch.Tensor, labels: torch.Tensor, way: int
     ) -> torch.Tensor:
         every = torch.cat([support[:, None, :], fakes], dim=1)  # (S, 1 + K, D)
-        labels = batch.support_labels.repeat_interleave(every.shape[1])
-        return self.distance(self.head(query), prototypes(self.head(every.flatten(0, 1)), labels, batch.way))
+        labels = labels.repeat_interleave(every.shape[1])
+        return self.distance(self.head(query), prototypes(self.head(every.flatten(0, 1)), labels, way))

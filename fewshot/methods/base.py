@@ -57,7 +57,14 @@ class TrainedModule(nn.Module):
 
 
 class EpisodicMethod(TrainedModule):
-    """Base of few-shot methods. Subclasses implement :meth:`step` and :meth:`logits`."""
+    """Base of few-shot methods. Subclasses implement :meth:`step` and :meth:`classify`.
+
+    Evaluation is split in two: :meth:`encode` maps each image to its features on its own (in eval mode no
+    batch statistics, so an image's features do not depend on the episode it is in), and :meth:`classify`
+    scores an episode's queries from its features. Scoring many fixed episodes then embeds each image once.
+    """
+
+    encoder: nn.Module
 
     def forward(self, batch: EpisodeTensors) -> StepOutput:
         # Training goes through ``__call__`` so that a DistributedDataParallel wrapper syncs the gradients.
@@ -70,6 +77,17 @@ class EpisodicMethod(TrainedModule):
         """Training forward pass on one episode."""
         raise NotImplementedError
 
-    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
-        """Evaluation forward pass: query logits ``(n_query, way)``."""
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-image features ``(N, D)`` that :meth:`classify` takes."""
+        return self.encoder(images)
+
+    def classify(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, way: int) -> torch.Tensor:
+        """Query logits ``(n_query, way)`` from encoded support (with ``labels`` in ``0..way-1``) and queries."""
         raise NotImplementedError
+
+    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
+        """Evaluation forward pass: query logits ``(n_query, way)``. Support and queries are encoded in one
+        pass (half the kernel launches)."""
+        features = self.encode(torch.cat([batch.support, batch.query]))
+        n_support = len(batch.support)
+        return self.classify(features[:n_support], batch.support_labels, features[n_support:], batch.way)

@@ -80,10 +80,8 @@ class HallucinationNet(EpisodicMethod):
         every = torch.cat([support[:, None, :], self.hallucinate(support, m)], dim=1)  # (S, 1 + m, D)
         return prototypes(self.head(every.flatten(0, 1)), labels.repeat_interleave(m + 1), way)
 
-    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
-        features = self.encoder(torch.cat([batch.support, batch.query]))
-        support, query = features[: len(batch.support)], features[len(batch.support) :]
-        return self.distance(self.head(query), self.augmented_prototypes(support, batch.support_labels, batch.way))
+    def classify(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, way: int) -> torch.Tensor:
+        return self.distance(self.head(query), self.augmented_prototypes(support, labels, way))
 
     def step(self, batch: EpisodeTensors) -> StepOutput:
         logits = self.logits(batch)

@@ -32,14 +32,11 @@ class ProtoNet(EpisodicMethod):
         self.head = head if head is not None else nn.Identity()
         self.distance = distance
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(images))
 
-    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
-        # One forward pass over support and query: half the kernel launches, shared BatchNorm statistics.
-        features = self.embed(torch.cat([batch.support, batch.query]))
-        support, query = features[: len(batch.support)], features[len(batch.support) :]
-        return self.distance(query, prototypes(support, batch.support_labels, batch.way))
+    def classify(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, way: int) -> torch.Tensor:
+        return self.distance(query, prototypes(support, labels, way))
 
     def step(self, batch: EpisodeTensors) -> StepOutput:
         logits = self.logits(batch)
