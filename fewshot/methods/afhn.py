@@ -144,7 +144,7 @@ class AFHN(EpisodicMethod):
         return self._logits(query, support, self.hallucinate(support, self.config.fakes), labels, way)
 
     def step(self, batch: EpisodeTensors) -> StepOutput:
-        support, query = self._features(batch)
+        support, query = self.encode_episode(batch)
         if self.pretraining:
             logits = self.classify(support, batch.support_labels, query, batch.way)
             return StepOutput({"ce": F.cross_entropy(logits, batch.query_labels)}, logits)
@@ -192,10 +192,6 @@ class AFHN(EpisodicMethod):
             "gp": c.gradient_penalty * gradient_penalty(self.critic, real, fakes.detach(), conditions),
         }
         return losses, {"wasserstein": wasserstein}
-
-    def _features(self, batch: EpisodeTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.encoder(torch.cat([batch.support, batch.query]))
-        return features[: len(batch.support)], features[len(batch.support) :]
 
     def _logits(
         self, query: torch.Tensor, support: torch.Tensor, fakes: torch.Tensor, labels: torch.Tensor, way: int

@@ -85,9 +85,13 @@ class EpisodicMethod(TrainedModule):
         """Query logits ``(n_query, way)`` from encoded support (with ``labels`` in ``0..way-1``) and queries."""
         raise NotImplementedError
 
-    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
-        """Evaluation forward pass: query logits ``(n_query, way)``. Support and queries are encoded in one
-        pass (half the kernel launches)."""
+    def encode_episode(self, batch: EpisodeTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """The episode's support and query features, encoded in one pass (half the kernel launches; in training
+        BatchNorm's statistics are the whole episode's)."""
         features = self.encode(torch.cat([batch.support, batch.query]))
-        n_support = len(batch.support)
-        return self.classify(features[:n_support], batch.support_labels, features[n_support:], batch.way)
+        return features[: len(batch.support)], features[len(batch.support) :]
+
+    def logits(self, batch: EpisodeTensors) -> torch.Tensor:
+        """Evaluation forward pass: query logits ``(n_query, way)``."""
+        support, query = self.encode_episode(batch)
+        return self.classify(support, batch.support_labels, query, batch.way)
