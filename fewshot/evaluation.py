@@ -5,6 +5,7 @@ The same numbers as the course's scorer: the mean of per-episode accuracies and 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,3 +94,45 @@ def mean_colour_baseline(bank: ImageBank, episodes: Sequence[Episode]) -> Score 
     """
     colour = ProtoNet(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), Euclidean())
     return evaluate(colour, bank, episodes).score
+
+
+@torch.inference_mode()
+def linear_probe(
+    encoder: nn.Module,
+    bank: ImageBank,
+    device: torch.device | str = "cpu",
+    transform: BatchTransform = BatchTransform(),
+) -> Score | None:
+    """Linear evaluation, self-supervised learning's own protocol (BYOL, Grill et al. 2020, §4.1), on the classes
+    of ``bank``: a logistic regression on the frozen encoder's standardised features, fit on every other image of
+    each class and scored on the rest, one accuracy per scored image. Its regularisation is fixed, so nothing is
+    selected and no image is both fit and scored. None when a class has fewer than two images.
+
+    Where a nearest-prototype probe weighs every feature alike, this one learns which features carry the classes:
+    it sees class information that features of mostly other factors (pose, colour) would hide from a prototype.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    labels = bank.labels.numpy()
+    position = np.zeros(len(labels), dtype=np.int64)  # each image's index within its class
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        position[rows] = np.arange(len(rows))
+    fit = position % 2 == 0
+    if len(np.unique(labels)) < 2 or len(np.unique(labels[~fit])) < len(np.unique(labels)):
+        return None
+    encoder.eval()
+    features = torch.cat(
+        [
+            encoder(transform(bank.images[chunk.to(bank.images.device)].to(device, non_blocking=True))).float().cpu()
+            for chunk in torch.arange(len(bank)).split(ENCODE_BATCH)
+        ]
+    ).numpy()
+    scaler = StandardScaler().fit(features[fit])
+    with warnings.catch_warnings():  # an untrained encoder's features may not separate: the score says so
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(max_iter=1000).fit(scaler.transform(features[fit]), labels[fit])
+    correct = model.predict(scaler.transform(features[~fit])) == labels[~fit]
+    return mean_ci95(correct.astype(np.float64))

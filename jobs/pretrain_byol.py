@@ -7,7 +7,9 @@
 
 Writes results/pretrain/byol-<config hash>/backbone.pt (a torchvision ResNet-50 state dict, no fc) for
 `jobs/finetune_office.py --ssl`; running the same config again reuses it, or resumes an interrupted run.
-Each epoch scores the backbone on fixed 5-way 1-shot validation episodes (nearest prototype, cosine).
+Each epoch scores the backbone on fixed 5-way 1-shot validation episodes (nearest prototype, cosine); the
+chosen one is scored on the report episodes and by a linear probe on held-out report images, each beside the
+same score of the untrained backbone.
 """
 
 from __future__ import annotations

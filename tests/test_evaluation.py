@@ -9,10 +9,11 @@ from torchvision.transforms import functional as TVF
 
 from fewshot.config.loading import load_config
 from fewshot.config.schema import ExperimentConfig
+from fewshot.data.cache import ImageBank
 from fewshot.data.predictions import read_predictions
 from fewshot.data.splits import load_fewshot_data
 from fewshot.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, episode_tensors
-from fewshot.evaluation import evaluate
+from fewshot.evaluation import evaluate, linear_probe
 from fewshot.methods.build import build_method
 from fewshot.training.run import run
 from tests.conftest import load_job, run_script, tiny_overrides
@@ -215,3 +216,26 @@ def test_the_testcase_decides_the_episode_shape_of_a_prediction(tiny_builtin: Pa
 def _first_episodes(source: Path, target: Path, episodes: int) -> None:
     """``target``: the header and first ``episodes`` rows of the episode (or answer) file ``source``."""
     target.write_text("".join(source.read_text().splitlines(keepends=True)[: episodes + 1]))
+
+
+def _noise_bank(classes: int, per_class: int, colour_is_class: bool) -> ImageBank:
+    """Random 8-pixel images, class-major; with ``colour_is_class`` each class is also brighter than the last."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images = torch.randint(0, 100, (len(labels), 3, 8, 8), generator=generator, dtype=torch.uint8)
+    if colour_is_class:
+        images += (30 * labels).to(torch.uint8)[:, None, None, None]
+    names = tuple(f"c{c}" for c in range(classes))
+    return ImageBank(images, labels, names, tuple(str(i) for i in range(len(labels))))
+
+
+def test_the_linear_probe_learns_what_features_carry_and_scores_only_images_it_did_not_fit() -> None:
+    mean_colour = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    separable = linear_probe(mean_colour, _noise_bank(4, 10, colour_is_class=True))
+    assert separable is not None and separable.mean > 90 and len(separable.per_episode) == 4 * 5  # every other image
+    # Every image's own pixels, and no class in them: a probe that scored an image it was fit on would recall its
+    # label from its unique features; on held-out images it can only guess.
+    memorised = linear_probe(torch.nn.Flatten(), _noise_bank(4, 40, colour_is_class=False))
+    assert memorised is not None and memorised.mean < 40  # chance: 25 %, ± about 13 % over 80 images
+    # a class with one image leaves it nothing to score
+    assert linear_probe(mean_colour, _noise_bank(3, 1, colour_is_class=True)) is None

@@ -231,7 +231,7 @@ def _log_final(
     outcome = result.outcome
     if outcome is not None:
         final |= {METRIC: outcome.score.mean, CI_METRIC: outcome.score.ci95}
-        for name, baseline in outcome.baselines.items():
+        for name, baseline in (outcome.baselines | outcome.probes).items():
             final |= {f"{name}_acc": baseline.mean, f"{name}_ci95": baseline.ci95}
         tracker.log_datasets(run_id, outcome.inputs)
         if outcome.protocol is not None:

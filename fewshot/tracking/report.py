@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from fewshot.atomic import fresh_folder, write_text_atomic
 from fewshot.errors import FewshotError
 from fewshot.tracking.runs import RunRecord, Tracker
-from fewshot.tracking.tables import UNTRAINED_COLUMN, compare, run_scores, runs_frame
+from fewshot.tracking.tables import PROBE_COLUMNS, compare, run_scores, runs_frame
 from fewshot.viz.plots import comparison_bars, save_figure
 
 CONFIG_HASH_TAG = "config_hash"  # on every run of a reproduce plan: the hash of its resolved config
@@ -125,7 +125,7 @@ def _section(tracker: Tracker, experiment: str, spec: Mapping[str, Any], work: P
             **{tag: table[tag] for tag in spec.get("describe", ())},
             "accuracy (%)": table["accuracy"],
             **({f"vs {table[by].iloc[0]}, paired": table["paired"]} if "paired" in table else {}),
-            **({UNTRAINED_COLUMN["untrained"]: table["untrained"]} if "untrained" in table else {}),
+            **{name: table[column] for column, name in PROBE_COLUMNS.items() if column in table},
             "course report": [f"{r:.2f}" if r is not None and r == r else "" for r in table["reference"]],
             "MLflow run(s)": [" ".join(f"`{i}`" for i in ids.split()) for ids in table["mlflow_runs"]],
         }

@@ -27,11 +27,14 @@ SELECT_METRIC = "select_acc"  # the chosen checkpoint's selection score (the bes
 PROTOCOL_TAG = "protocol"
 PROTOCOL_DETAIL = f"{PROTOCOL_TAG}.detail"
 GROUP_TAG = "by"  # on a sweep's parent run: the tag whose values are its table's rows
-# A pre-training's floor: its backbone before training, probed on the same episodes as the trained one.
-UNTRAINED, UNTRAINED_CI = "random_backbone_acc", "random_backbone_ci95"
-
-
-UNTRAINED_COLUMN = {"untrained": "untrained backbone, same episodes (%)"}
+# A pre-training's floor: its backbone before training, probed on the same episodes as the trained one; and
+# the linear probe of both (held-out images of the same split), by the metric of each and the column it fills.
+PROBE_METRICS = {"untrained": "random_backbone", "linear": "linear_probe", "untrained_linear": "random_backbone_linear"}
+PROBE_COLUMNS = {
+    "untrained": "untrained backbone, same episodes (%)",
+    "linear": "linear probe, held-out images (%)",
+    "untrained_linear": "untrained backbone, linear probe (%)",
+}
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,11 @@ def compare(
         )
     table = pd.DataFrame(rows, columns=[by, *describe, "acc", "err", "error", "runs", "protocol"])
     table["accuracy"] = [f"{a:.2f} ± {e:.2f}" for a, e in zip(table["acc"], table["err"], strict=True)]
-    if UNTRAINED in done.columns and done[UNTRAINED].notna().any():  # pre-trainings: their untrained floor
-        floors = [done.loc[done[by] == value, [UNTRAINED, UNTRAINED_CI]].mean() for value in table[by]]
-        table["untrained"] = [f"{f[UNTRAINED]:.2f} ± {f[UNTRAINED_CI]:.2f}" for f in floors]
+    for column, metric in PROBE_METRICS.items():  # pre-trainings: their untrained floor and linear probes
+        acc, ci = f"{metric}_acc", f"{metric}_ci95"
+        if acc in done.columns and done[acc].notna().any():
+            values = [done.loc[done[by] == value, [acc, ci]].mean() for value in table[by]]
+            table[column] = [f"{v[acc]:.2f} ± {v[ci]:.2f}" for v in values]
     if scores is not None and len(table):
         groups = [done.loc[done[by] == value, "run_id"].tolist() for value in table[by]]
         differences = paired_differences([_mean_scores(ids, scores) for ids in groups])
@@ -153,8 +158,8 @@ def publish(
     stem = f"comparison-{by}"
     csv, markdown = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     write_text_atomic(csv, table.to_csv(index=False))
-    columns = {"accuracy": "accuracy (%)", "paired": f"vs {table[by].iloc[0]}: paired Δ ± 95% CI"} | UNTRAINED_COLUMN
-    extra = [column for column in ("paired", "untrained") if column in table]
+    columns = {"accuracy": "accuracy (%)", "paired": f"vs {table[by].iloc[0]}: paired Δ ± 95% CI"} | PROBE_COLUMNS
+    extra = [column for column in ("paired", *PROBE_COLUMNS) if column in table]
     shown = table[[by, *describe, "accuracy", "error", *extra, "runs"]].rename(columns=columns)
     protocols = "\n".join(f"- {p}" for p in dict.fromkeys(table["protocol"])) if "protocol" in table else ""
     write_text_atomic(markdown, f"### {title}\n\n{shown.to_markdown(index=False)}\n\n{protocols}\n")

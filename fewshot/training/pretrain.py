@@ -21,7 +21,7 @@ from fewshot.checkpoint import save_checkpoint
 from fewshot.config.schema import PretrainConfig
 from fewshot.data.predictions import SCORES_FILE, write_predictions, write_scores
 from fewshot.data.splits import BankLoader, load_fewshot_data
-from fewshot.evaluation import evaluate
+from fewshot.evaluation import evaluate, linear_probe
 from fewshot.methods.base import TrainedModule
 from fewshot.methods.byol import BYOL
 from fewshot.methods.classifier import Classifier
@@ -66,12 +66,19 @@ def recipe(config: PretrainConfig, load: BankLoader, placement: Placement) -> Bu
         before = feature_probe(initial_backbone(config).to(device), device)
         untrained = evaluate(before, report.bank, report.episodes, device)
         assert result.score is not None and untrained.score is not None, "report episodes carry their answers"
+        # The literature's measure of a self-supervised backbone, on the same split, beside the same floor.
+        linear, untrained_linear = (linear_probe(b, report.bank, device) for b in (model.backbone, before.encoder))
         predictions, scores = run_dir / "predictions.csv", run_dir / SCORES_FILE
         write_predictions(predictions, report.testcase.episode_ids, result.predictions)
         write_scores(scores, report.testcase.episode_ids, result.score)
         log.info("the backbone before pre-training, probed on the same episodes: %s", untrained.score)
-        baselines = {"random_backbone": untrained.score}
-        return Outcome(result.score, predictions, (scores, backbone), baselines, data.protocol, data.inputs)
+        baselines, probes = {"random_backbone": untrained.score}, {}
+        if linear is not None and untrained_linear is not None:
+            log.info("linear probe on held-out images: %s (before pre-training: %s)", linear, untrained_linear)
+            baselines["random_backbone_linear"], probes["linear_probe"] = untrained_linear, linear
+        return Outcome(
+            result.score, predictions, (scores, backbone), baselines, data.protocol, data.inputs, probes=probes
+        )
 
     return Built(model, task, finish)
 

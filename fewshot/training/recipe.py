@@ -32,6 +32,9 @@ class Outcome:
     baselines: dict[str, Score] = field(default_factory=dict)
     protocol: Protocol | None = None  # what chose the checkpoint and what the score is on
     inputs: tuple[tuple[str, ImageBank], ...] = ()  # the decoded splits used, by role: train, selection, report
+    # Other scores of the chosen checkpoint under other protocols, logged the same way: a pre-training's linear
+    # probe (``linear_probe``, beside its untrained floor ``random_backbone_linear`` among the baselines).
+    probes: dict[str, Score] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

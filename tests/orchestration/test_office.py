@@ -59,6 +59,12 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     assert "### Backbone probes: 5-way 1-shot nearest prototype (ResNet-18, 16 px)" in done.stderr
     floors = {r.data.metrics["random_backbone_acc"] for r in children if r.data.tags.get("stage") == "pretrain"}
     assert len(floors) == 1
+    # and the linear probe of each backbone on held-out images of the same split, beside its untrained floor's
+    assert probes["untrained_linear"].nunique() == 1 and probes["linear"].str.contains(" ± ").all()
+    pretrained = [r.data.metrics for r in children if r.data.tags.get("stage") == "pretrain"]
+    assert len({m["random_backbone_linear_acc"] for m in pretrained}) == 1
+    assert all(0 <= m["linear_probe_acc"] <= 100 for m in pretrained)
+    assert "linear probe, held-out images (%)" in done.stderr
 
     _models_predict_as_their_runs(client, settings["C"], runs, tiny_builtin, isolated_cache, tmp_path)
 
