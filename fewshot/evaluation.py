@@ -6,7 +6,7 @@ The same numbers as the course's scorer: the mean of per-episode accuracies and 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,11 +80,22 @@ def _encode_used(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The sorted bank rows that ``episodes`` use, and their features (one row each), encoded in batches."""
     rows = torch.unique(torch.cat([r for e in episodes for r in (e.support, e.query)]))
+    return rows, encode_rows(method.encode, bank, rows, device, transform)
+
+
+def encode_rows(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    bank: ImageBank,
+    rows: torch.Tensor,
+    device: torch.device | str,
+    transform: BatchTransform,
+) -> torch.Tensor:
+    """``encode`` of the bank images ``rows`` (one feature row each), ``ENCODE_BATCH`` images at a time."""
     features = [
-        method.encode(transform(bank.images[chunk.to(bank.images.device)].to(device, non_blocking=True)))
+        encode(transform(bank.images[chunk.to(bank.images.device)].to(device, non_blocking=True)))
         for chunk in rows.split(ENCODE_BATCH)
     ]
-    return rows, torch.cat(features)
+    return torch.cat(features)
 
 
 def mean_colour_baseline(bank: ImageBank, episodes: Sequence[Episode]) -> Score | None:
@@ -124,12 +135,7 @@ def linear_probe(
     if len(np.unique(labels)) < 2 or len(np.unique(labels[~fit])) < len(np.unique(labels)):
         return None
     encoder.eval()
-    features = torch.cat(
-        [
-            encoder(transform(bank.images[chunk.to(bank.images.device)].to(device, non_blocking=True))).float().cpu()
-            for chunk in torch.arange(len(bank)).split(ENCODE_BATCH)
-        ]
-    ).numpy()
+    features = encode_rows(encoder, bank, torch.arange(len(bank)), device, transform).float().cpu().numpy()
     scaler = StandardScaler().fit(features[fit])
     with warnings.catch_warnings():  # an untrained encoder's features may not separate: the score says so
         warnings.simplefilter("ignore", ConvergenceWarning)
