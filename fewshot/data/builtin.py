@@ -6,9 +6,10 @@ the course ships them) and ``office/{train,val}.csv`` with ``office/{train,val}/
 
 Each class is a random constellation from one shared family: 2-4 primitives (disc, square, ring, triangle,
 bar, cross) at class-specific relative positions, sizes and angles, filled with a class-specific grating.
-Each image poses it randomly (rotation, scale, shift) and draws its colours independently of the class, so
-the class lives in shape and layout, never in colour, and what is learnt on some classes transfers to new
-ones. The Office-like set uses the same family under its own seeds with cluttered, textured backgrounds.
+Each image poses it randomly (rotation, scale, shift) and draws its colours independently of the class, from
+a palette of foreground/background pairs that both domains share, so the class lives in shape and layout,
+never in colour, and what is learnt on some classes transfers to new ones. The Office-like set uses the same
+family under its own seeds with cluttered, textured backgrounds.
 
 Generation is deterministic (one seeded ``torch.Generator`` per class) and atomic (built in a temporary
 sibling folder, then renamed into place), so concurrent callers never see half a dataset.
@@ -45,13 +46,18 @@ log = logging.getLogger(__name__)
 # _VERSION names the cache folder and changes with the layout; _REVISION changes whenever the pictures
 # do, so a cache rendered by older code is never mistaken for the current dataset.
 _VERSION = "v1"
-_REVISION = 4
+_REVISION = 5
 _MARKER = "builtin.json"
 _JPEG_QUALITY = 90
 # A temporary build folder this old cannot belong to a live build (a default build takes seconds).
 _STALE_SECONDS = 3600.0
 _N_KINDS = 6  # disc, square, ring, triangle, bar, cross
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # Rec. 601 brightness weights
+# Colour pairs an image draws from. A palette, not free colours: with six free colour channels per image, colour
+# is a near-unique code of each picture, which self-supervised pre-training learns instead of shape (exploratory
+# BYOL runs, ResNet-18 at 32 px, 5 epochs, logistic regression on the 20 test classes' features: 6.1 % with free
+# colours against 4.8 % untrained; 13.7 % with 16 pairs against 4.3 %).
+_PALETTE_PAIRS = 16
 
 
 @dataclass(frozen=True)
@@ -301,19 +307,27 @@ def _sample_class(gen: torch.Generator) -> dict[str, torch.Tensor]:
     }
 
 
-def _sample_colours(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Foreground/background colours, drawn independently of the class.
+def _palette(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's foreground/background colour pairs, (P, 3) each, shared by both domains.
 
-    Of eight candidate foregrounds per image the first whose brightness differs enough from the
-    background is kept (else the most different): shapes then show as luminance edges, which a CNN
-    learns quickly, while every class still sees the same colour distribution.
+    For each random background, of eight candidate foregrounds the first whose brightness differs enough from
+    it is kept (else the most different): shapes then show as luminance edges, which a CNN learns quickly.
     """
-    bg = torch.rand((n, 3), generator=gen)
-    candidates = torch.rand((n, 8, 3), generator=gen)
+    gen = _generator(seed, "palette", 0)
+    bg = torch.rand((_PALETTE_PAIRS, 3), generator=gen)
+    candidates = torch.rand((_PALETTE_PAIRS, 8, 3), generator=gen)
     gap = ((candidates - bg[:, None]) @ _LUMA).abs()
     enough = gap > 0.25
     pick = torch.where(enough.any(1), enough.float().argmax(1), gap.argmax(1))
-    return candidates[torch.arange(n), pick], bg
+    return candidates[torch.arange(_PALETTE_PAIRS), pick], bg
+
+
+def _sample_colours(
+    gen: torch.Generator, n: int, palette: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground/background colours of ``n`` images: palette pairs drawn uniformly, independently of the class."""
+    pair = torch.randint(0, palette[0].shape[0], (n,), generator=gen)
+    return palette[0][pair], palette[1][pair]
 
 
 def _render_class(seed: int, domain: str, index: int, n: int, size: int) -> torch.Tensor:
@@ -321,7 +335,7 @@ def _render_class(seed: int, domain: str, index: int, n: int, size: int) -> torc
     gen = _generator(seed, domain, index)
     cls = _sample_class(gen)
     style = _OFFICE_STYLE if domain == "office" else _MINI_STYLE
-    fg, bg = _sample_colours(gen, n)
+    fg, bg = _sample_colours(gen, n, _palette(seed))
     axis = torch.linspace(-1.0, 1.0, size)
     py, px = torch.meshgrid(axis, axis, indexing="ij")
     image = _background(gen, bg, px, py, style)

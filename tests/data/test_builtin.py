@@ -131,6 +131,20 @@ def test_classes_are_not_separable_by_mean_colour(tmp_path: Path) -> None:
     assert accuracy < 0.30, f"nearest-mean-colour accuracy {accuracy:.3f} is far above chance (0.20)"
 
 
+def test_colours_are_palette_pairs_drawn_uniformly_and_both_domains_share_the_palette() -> None:
+    from fewshot.data.builtin import _PALETTE_PAIRS, _generator, _palette, _sample_colours
+
+    palette = _palette(seed=3)
+    assert palette[0].shape == palette[1].shape == (_PALETTE_PAIRS, 3)
+    assert torch.equal(palette[0], _palette(seed=3)[0]) and not torch.equal(palette[1], _palette(seed=4)[1])
+    fg, bg = _sample_colours(_generator(3, "office", 7), 3200, palette)
+    pairs = torch.cat([fg, bg], dim=1)
+    index = (pairs[:, None] == torch.cat(palette, dim=1)[None]).all(-1)
+    assert index.any(1).all(), "an image got a colour pair outside the palette"
+    counts = index.float().argmax(1).bincount(minlength=_PALETTE_PAIRS)
+    assert counts.min() > 0.6 * 200 and counts.max() < 1.4 * 200, counts
+
+
 def test_second_call_reuses_the_dataset(small_root: Path) -> None:
     csv_path = small_root / "mini" / "train.csv"
     before = (csv_path.stat().st_mtime_ns, sorted(p.name for p in small_root.parent.iterdir()))
