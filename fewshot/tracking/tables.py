@@ -95,9 +95,9 @@ def compare(
     table["accuracy"] = [f"{a:.2f} ± {e:.2f}" for a, e in zip(table["acc"], table["err"], strict=True)]
     for column, metric in PROBE_METRICS.items():  # pre-trainings: their untrained floor and linear probes
         acc, ci = f"{metric}_acc", f"{metric}_ci95"
-        if acc in done.columns and done[acc].notna().any():
-            values = [done.loc[done[by] == value, [acc, ci]].mean() for value in table[by]]
-            table[column] = [f"{v[acc]:.2f} ± {v[ci]:.2f}" for v in values]
+        values = [done.loc[done[by] == value, [acc, ci]].mean() for value in table[by]] if acc in done else []
+        if any(v.notna().all() for v in values):  # not runs of other tables under the same parent
+            table[column] = [f"{v[acc]:.2f} ± {v[ci]:.2f}" if v.notna().all() else "n/a" for v in values]
     if scores is not None and len(table):
         groups = [done.loc[done[by] == value, "run_id"].tolist() for value in table[by]]
         differences = paired_differences([_mean_scores(ids, scores) for ids in groups])

@@ -49,6 +49,7 @@ def test_settings_a_to_e_pretrain_finetune_and_publish_the_table(
     assert table["setting"].tolist() == list("ABCDE")
     assert table["pretraining"].tolist()[:3] == ["none (random init)", "supervised", "BYOL (no labels)"]
     assert table["paired"].iloc[0] == "reference" and table["delta"].iloc[1:].notna().all()  # vs A, image by image
+    assert not {"untrained", "linear", "untrained_linear"} & set(table)  # the pre-trainings' probes: their table
     assert "| A " in done.stdout and "classifier only" in done.stdout
     assert "ResNet-18, 16 px" in done.stdout  # the CPU setting's network, named in the title
     # Each pre-trained backbone's probe beside its untrained floor: both pre-trainings start from the same

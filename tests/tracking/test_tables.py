@@ -1,6 +1,7 @@
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -132,3 +133,18 @@ def test_the_best_run_is_registered_by_its_selection_score_not_its_report(tmp_pa
     tags = tracker.get(parent).tags
     assert tags["registered_model"] == "fewshot-distance/1" and tags["best_run_id"] == ids["b"]  # not "a"
     assert MlflowClient(tracker.uri).get_model_version("fewshot-distance", "1").run_id == ids["b"]
+
+
+def test_probe_columns_come_only_with_the_rows_that_carry_them() -> None:
+    finished = {"status": "FINISHED", "report_ci95": 1.0}
+    runs = pd.DataFrame(
+        [
+            {**finished, "run_id": "a", "setting": "A", "report_acc": 30.0},
+            {**finished, "run_id": "b", "setting": "B", "report_acc": 50.0},
+            # a pre-training under the same parent: no setting, but its probes
+            {**finished, "run_id": "p", "method": "byol", "report_acc": 21.0, "linear_probe_acc": 16.0},
+        ]
+    ).assign(linear_probe_ci95=lambda frame: frame["linear_probe_acc"] / 10)
+    assert "linear" not in compare(runs, "setting")
+    probes = compare(runs, "method")
+    assert probes["linear"].tolist() == ["16.00 ± 1.60"]
