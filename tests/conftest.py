@@ -3,6 +3,7 @@ scripts, and one local Ray head that the tests which can share a cluster share."
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -16,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 import ray
 import torch
 from torchvision.io import write_jpeg
 
 from fewshot.data.transforms import EpisodeTensors
+from fewshot.orchestration.sweep import LOCAL_RAY_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -43,6 +46,17 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("FEWSHOT_CACHE", str(path))
     yield path
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def local_ray_settings() -> Iterator[None]:
+    """Every Ray a test starts (the shared head, a simulated cluster, a job's own local Ray) gets the settings
+    that ``connect_ray`` gives a local Ray."""
+    mp = pytest.MonkeyPatch()
+    for name, value in LOCAL_RAY_ENV.items():
+        mp.setenv(name, value)
+    yield
     mp.undo()
 
 
@@ -185,7 +199,7 @@ def ray_head() -> Iterator[RayHead]:
     cluster; the fault tests start their own. ``--block`` keeps it in the foreground: stopping it stops its own
     processes and only those (``ray stop`` would stop every Ray on the machine)."""
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env = {**LOCAL_RAY_ENV, **os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
              # its own agent port: the default one may belong to another Ray on this machine (then no job agent)
@@ -199,11 +213,7 @@ def ray_head() -> Iterator[RayHead]:
         _wait_for_dashboard(head.dashboard, process)
         yield head
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop_tree(process)
         current = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would clean up after this head
         if current.is_file() and current.read_text().strip().endswith(f":{port}"):
             current.unlink()
@@ -218,6 +228,23 @@ def shared_ray(ray_head: RayHead) -> Iterator[RayHead]:
     yield ray_head
     ray.shutdown()
     patch.undo()
+
+
+def _stop_tree(process: subprocess.Popen, grace: float = 10) -> None:
+    """Stop a ``ray start --block`` head: SIGINT lets it stop its processes; after a suite of runs that can take
+    a minute (measured: 60 s at the end of the suite, 2 s after a few tests), so past ``grace`` seconds every
+    process it started is killed."""
+    family = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        family += psutil.Process(process.pid).children(recursive=True)
+        process.kill()
+        process.wait()
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float = 120) -> None:

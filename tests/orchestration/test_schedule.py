@@ -7,6 +7,8 @@ what is tested is the scheduling, the MLflow runs it opens and ends, and how it 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -135,3 +137,21 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_local_ray_gives_its_processes_the_local_settings(tmp_path: Path) -> None:
+    """A job without a cluster starts its own Ray, whose processes (Train's controller among them) see
+    ``LOCAL_RAY_ENV``: here, the controller's poll interval that lets a finished run return at once."""
+    probe = (
+        "import os, ray\n"
+        "from fewshot.orchestration.sweep import connect_ray\n"
+        "connect_ray()\n"
+        "print(ray.get(ray.remote(lambda: os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S')).remote()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", *sweep_module.LOCAL_RAY_ENV)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == sweep_module.LOCAL_RAY_ENV["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
