@@ -199,7 +199,7 @@ def ray_head() -> Iterator[RayHead]:
     cluster; the fault tests start their own. ``--block`` keeps it in the foreground: stopping it stops its own
     processes and only those (``ray stop`` would stop every Ray on the machine)."""
     port, dashboard = free_port(), free_port()
-    env = {**LOCAL_RAY_ENV, **os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     start = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
              # its own agent port: the default one may belong to another Ray on this machine (then no job agent)
@@ -231,9 +231,8 @@ def shared_ray(ray_head: RayHead) -> Iterator[RayHead]:
 
 
 def _stop_tree(process: subprocess.Popen, grace: float = 10) -> None:
-    """Stop a ``ray start --block`` head: SIGINT lets it stop its processes; after a suite of runs that can take
-    a minute (measured: 60 s at the end of the suite, 2 s after a few tests), so past ``grace`` seconds every
-    process it started is killed."""
+    """Stop a ``ray start --block`` head: SIGINT lets it stop its own processes, which took 2 s after a few tests
+    but 60 s at the end of the suite; past ``grace`` seconds the head and every process it started are killed."""
     family = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGINT)
     try:

@@ -38,9 +38,9 @@ from fewshot.tracking.tables import GROUP_TAG, Comparison, publish, register_bes
 log = logging.getLogger(__name__)
 
 
-# A local Ray's settings, inherited by its processes. Train's controller polls its workers every 2 s by default:
-# a finished run then waits up to 2 s more to return (measured: 4.1 s from the worker's end to fit() returning,
-# 1.0 s at 0.5 s), which on a laptop is a good part of a short run. Each poll is one remote call per worker.
+# A local Ray's settings, inherited by its processes. Train's controller polls its workers every 2 s by default,
+# so a run waits up to that long at each step of its start and end; on a laptop that is a good part of a short
+# run. Each poll is one remote call per worker.
 LOCAL_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 

@@ -149,9 +149,9 @@ def test_a_local_ray_gives_its_processes_the_local_settings(tmp_path: Path) -> N
         "print(ray.get(ray.remote(lambda: os.environ.get('RAY_TRAIN_HEALTH_CHECK_INTERVAL_S')).remote()))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", *sweep_module.LOCAL_RAY_ENV)}
+    env["RAY_AUTH_MODE"] = "disabled"
     done = subprocess.run(
-        [sys.executable, "-c", probe], env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
-        cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == sweep_module.LOCAL_RAY_ENV["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
